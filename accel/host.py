@@ -1,0 +1,176 @@
+"""The host: one per patched model, it owns the patches and connects them to the family's extension points.
+
+It never touches ComfyUI itself; it fills a `transformer_options` dict (block replacements, attention override) and
+offers the three wrapper bodies a sampler needs (run start/end, per model call). The node layer registers those as
+ComfyUI wrappers; our reference sampler calls them directly. Both paths run the same code.
+
+Per-run state never lives on the host: `start_run()` returns a fresh `RunState` that the caller stores in the
+run's own `transformer_options` under RUN_KEY, and the per-call `StepContext` goes under CTX_KEY of the call's dict.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .adapters.base import BlockKind, FamilyAdapter
+from .context import StepContext
+from .patch import AttentionCall, BlockCall, DiTPatch
+from .state import RunState
+
+log = logging.getLogger("dit_accel")
+
+HOST_KEY = "dit_accel"          # the host, in model_options["transformer_options"]
+RUN_KEY = "dit_accel_run"       # the current RunState, in the run's transformer_options
+CTX_KEY = "dit_accel_ctx"       # the current StepContext, in one model call's transformer_options
+_OURS = "_dit_accel_previous"   # attribute marking our installed functions; holds what we chained onto
+
+
+@dataclass(frozen=True)
+class AccelHost:
+    adapter: FamilyAdapter
+    patches: tuple[DiTPatch, ...] = field(default_factory=tuple)
+
+    def __deepcopy__(self, memo) -> "AccelHost":
+        # Immutable, and its patches keep no run state: clones of the MODEL (ComfyUI 0.8 deep-copies model_options
+        # on clone) share it, so a node's patch object is the one that runs.
+        return self
+
+    def with_patch(self, patch: DiTPatch) -> "AccelHost":
+        """A new host with one more patch (a later node in the graph); the original is left as it was."""
+        return AccelHost(self.adapter, self.patches + (patch,))
+
+    # ---- run lifecycle -------------------------------------------------------------------------------------
+    def start_run(self) -> RunState:
+        run = RunState()
+        for p in self.patches:
+            p.on_run_start(run)
+        return run
+
+    def end_run(self, run: RunState) -> list[str]:
+        """Close the run (call from `finally`): every patch summarises, then all state is dropped."""
+        lines = []
+        try:
+            for p in self.patches:
+                try:
+                    line = p.on_run_end(run)
+                except Exception as err:  # noqa: BLE001 - a summary must never mask the sampler's own error
+                    line = f"{p.name}: summary failed ({type(err).__name__}: {err})"
+                if line:
+                    lines.append(line)
+                    log.info("dit-accel %s", line)
+        finally:
+            run.close()
+        return lines
+
+    def begin_call(self, transformer_options: dict, x: torch.Tensor) -> StepContext:
+        """Per model call: build the step context once and leave it where the block and attention hooks find it."""
+        ctx = StepContext.from_transformer_options(transformer_options, x.shape[0])
+        transformer_options[CTX_KEY] = ctx
+        run = transformer_options.get(RUN_KEY)
+        if run is not None:
+            run.ledger.model_calls += 1
+        return ctx
+
+    def diffusion_model_wrapper(self, executor: Callable, *args, **kwargs):
+        """Body of a DIFFUSION_MODEL wrapper: `executor(*args, **kwargs)` runs the model's forward."""
+        to = self.adapter.transformer_options_of(args, kwargs)
+        if to is not None and to.get(RUN_KEY) is not None:
+            self.begin_call(to, args[0] if args else kwargs["x"])
+        return executor(*args, **kwargs)
+
+    # ---- installing into transformer_options ----------------------------------------------------------------
+    def install(self, transformer_options: dict, diffusion_model: torch.nn.Module) -> None:
+        """Add our block replacements and attention override, chaining onto whatever is already there."""
+        if any(p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks") for p in self.patches):
+            layout = self.adapter.block_layout(diffusion_model)
+            replace = transformer_options.setdefault("patches_replace", {}).setdefault("dit", {})
+            for position, (kind, index) in enumerate(layout):
+                key = (kind.replace_key, index)
+                previous = _unwrap(replace.get(key))
+                replace[key] = _mark(self._block_replacement(kind, index, position, len(layout), previous), previous)
+        if any(p.uses("around_attention") for p in self.patches):
+            previous = _unwrap(transformer_options.get("optimized_attention_override"))
+            transformer_options["optimized_attention_override"] = _mark(self._attention_override(previous), previous)
+
+    def _block_replacement(self, kind: BlockKind, index: int, position: int, total: int, previous):
+        patches = [p for p in self.patches
+                   if p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")]
+
+        def replacement(args: dict, extra: dict) -> dict:
+            original = extra["original_block"]
+
+            def run_real(a: dict) -> dict:
+                return previous(a, extra) if previous is not None else original(a)
+
+            to = args.get("transformer_options") or {}
+            run, ctx = to.get(RUN_KEY), to.get(CTX_KEY)
+            if run is None or ctx is None:  # called outside a dit-accel run (another sampler path): stay out of it
+                return run_real(args)
+
+            def counted(a: dict) -> dict:
+                run.ledger.blocks_run += 1
+                return run_real(a)
+
+            run.ledger.blocks_total += 1
+            call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys)
+            if position == 0:
+                for p in patches:
+                    p.before_blocks(run, ctx, call)
+            chain = counted
+            for p in reversed(patches):  # the first patch added ends up outermost
+                chain = _bind_block(p, run, ctx, call, chain)
+            out = chain(args)
+            if position == total - 1:
+                for p in patches:
+                    out = p.after_blocks(run, ctx, call, out)
+            return out
+
+        return replacement
+
+    def _attention_override(self, previous):
+        patches = [p for p in self.patches if p.uses("around_attention")]
+        adapter = self.adapter
+
+        def override(func, *args, **kwargs):
+            backend = func if previous is None else (lambda *a, **k: previous(func, *a, **k))
+            to = kwargs.get("transformer_options") or {}
+            run, ctx = to.get(RUN_KEY), to.get(CTX_KEY)
+            if run is None or ctx is None:
+                return backend(*args, **kwargs)
+            call = adapter.attention_call(backend, args, kwargs)
+
+            def run_attention(c: AttentionCall) -> torch.Tensor:
+                return c.backend(c.q, c.k, c.v)
+
+            chain = run_attention
+            for p in reversed(patches):
+                chain = _bind_attention(p, run, ctx, chain)
+            return adapter.attention_output(chain(call), args, kwargs)
+
+        return override
+
+
+def _bind_block(patch: DiTPatch, run, ctx, call: BlockCall, inner):
+    def run_block(a: dict) -> dict:
+        return patch.around_block(run, ctx, BlockCall(call.position, call.total, call.kind, call.index, a,
+                                                      call.stream_keys), inner)
+    return run_block
+
+
+def _bind_attention(patch: DiTPatch, run, ctx, inner):
+    return lambda c: patch.around_attention(run, ctx, c, inner)
+
+
+def _mark(fn, previous):
+    setattr(fn, _OURS, previous)
+    return fn
+
+
+def _unwrap(fn):
+    """If `fn` is one of ours (an earlier dit-accel node), chain onto what it chained onto, so patches run once."""
+    while fn is not None and hasattr(fn, _OURS):
+        fn = getattr(fn, _OURS)
+    return fn

@@ -1,0 +1,89 @@
+"""The hook points every acceleration method plugs into, independent of the model family.
+
+A method is a `DiTPatch` subclass overriding only the hooks it needs; the host (`accel/host.py`) calls them in a
+chain, first-added outermost, through whatever extension points the family's adapter uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .context import StepContext
+from .state import RunState
+
+
+@dataclass
+class BlockCall:
+    """One call of one transformer block, as the family's replacement hook hands it over."""
+
+    position: int          # order in the whole block loop (0 .. total-1), across block kinds
+    total: int             # blocks in the loop
+    kind: str              # the family's block kind: "block" (Wan), "double"/"single" (Flux), ...
+    index: int             # index within its kind
+    args: dict             # the family's replacement args (stream tensors under `stream_keys`, plus the rest)
+    stream_keys: tuple[str, ...]  # the keys holding the token streams a block returns ("img", or "img" and "txt")
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        return self.args[self.stream_keys[0]]
+
+
+@dataclass
+class AttentionCall:
+    """One attention call, normalised to (batch, heads, tokens, head_dim) whatever the family's layout."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    kind: str                      # "self" or "cross"
+    block_kind: str | None         # None outside the block loop (refiners, embedders)
+    block_index: int | None
+    backend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # the unpatched attention, BHLD
+
+    @property
+    def heads(self) -> int:
+        return self.q.shape[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.q.shape[-1]
+
+
+RunBlock = Callable[[dict], dict]
+RunAttention = Callable[[AttentionCall], torch.Tensor]
+
+
+class DiTPatch:
+    """Base class for a method. `name` keys its per-stream state; hooks left alone cost nothing."""
+
+    name: str = "patch"
+
+    def on_run_start(self, run: RunState) -> None:
+        """Sampling starts: the run state is fresh."""
+
+    def on_run_end(self, run: RunState) -> str | None:
+        """Sampling ended (normally, interrupted or on an error): return one summary line, or None."""
+        return None
+
+    def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
+        """Called once per model call, just before the first block runs."""
+
+    def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
+        """Wrap one block: call `run_block(call.args)` to compute it, or return its outputs some other way."""
+        return run_block(call.args)
+
+    def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
+        """Called once per model call with the last block's outputs; may return changed outputs."""
+        return out
+
+    def around_attention(self, run: RunState, ctx: StepContext, call: AttentionCall,
+                         run_attention: RunAttention) -> torch.Tensor:
+        """Wrap one attention call: returns (batch, heads, q_tokens, head_dim)."""
+        return run_attention(call)
+
+    # Which hooks a subclass overrides decides what the host installs: an untouched hook installs nothing.
+    @classmethod
+    def uses(cls, hook: str) -> bool:
+        return getattr(cls, hook) is not getattr(DiTPatch, hook)

@@ -1,0 +1,76 @@
+"""Per-run state, kept apart per conditioning stream, so nothing leaks between prompts, batches or cond/uncond.
+
+A `RunState` is created when sampling starts and closed when it ends (also on interrupt or error: the host closes it
+in `finally`). Each patch gets its own `StreamState` objects, one per stream key; a stream's state is reset when the
+shape, dtype or device of its rows change (a new resolution or batch size mid-graph, a model moved to another device).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> "TensorSignature":
+        return cls(tuple(t.shape), t.dtype, t.device)
+
+
+class StreamState:
+    """Base class for a patch's per-stream state. Subclasses add fields and extend `reset`."""
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass
+class ComputeLedger:
+    """What the transformer actually executed this run, counted where the work happens."""
+
+    blocks_run: int = 0       # block evaluations, one per block call that ran the real block (all rows)
+    blocks_total: int = 0     # block evaluations an unpatched model would have run
+    model_calls: int = 0
+
+    @property
+    def block_speedup(self) -> float:
+        return self.blocks_total / self.blocks_run if self.blocks_run else float("inf") if self.blocks_total else 1.0
+
+
+@dataclass
+class RunState:
+    """Everything that lives for one sampling run."""
+
+    states: dict[tuple[str, str], tuple[TensorSignature, Any]] = field(default_factory=dict)
+    ledger: ComputeLedger = field(default_factory=ComputeLedger)
+    closed: bool = False
+
+    def stream_state(self, owner: str, stream_key: str, like: torch.Tensor, factory: Callable[[], Any]) -> Any:
+        """The state of `owner` (a patch) for one stream, reset if the stream's tensor signature changed."""
+        sig = TensorSignature.of(like)
+        entry = self.states.get((owner, stream_key))
+        if entry is None:
+            entry = (sig, factory())
+            self.states[(owner, stream_key)] = entry
+        elif entry[0] != sig:
+            state = entry[1]
+            if hasattr(state, "reset"):
+                state.reset()
+            else:
+                state = factory()
+            entry = (sig, state)
+            self.states[(owner, stream_key)] = entry
+        return entry[1]
+
+    def close(self) -> None:
+        for _, state in self.states.values():
+            if hasattr(state, "reset"):
+                state.reset()
+        self.states.clear()
+        self.closed = True
