@@ -1,0 +1,36 @@
+"""The registry of benchmark methods: a name, what it is, and how to build its patches for a schedule.
+
+Each later method (caching, forecasting, sparse attention, guidance, quantization) registers itself here with
+`register_method`, and `--list` shows it; `none` runs the dit-accel plumbing with no patch at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..accel.patch import DiTPatch
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    name: str
+    description: str
+    build: Callable[[int], list[DiTPatch]]   # number of steps -> the patches to apply
+
+
+METHODS: dict[str, BenchMethod] = {}
+
+
+def register_method(method: BenchMethod) -> BenchMethod:
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> BenchMethod:
+    if name not in METHODS:
+        raise SystemExit(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))} (see --list)")
+    return METHODS[name]
+
+
+register_method(BenchMethod("none", "the dit-accel host with no patch: must equal the unpatched model exactly",
+                            lambda steps: []))

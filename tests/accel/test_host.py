@@ -1,0 +1,137 @@
+"""The host on our pure-torch Wan model: hooks see everything, a do-nothing patch changes nothing, chaining works."""
+import pytest
+import torch
+
+from dit_accel.accel.adapters.registry import UnsupportedModelError, adapter_for, supported_families
+from dit_accel.accel.host import AccelHost
+from dit_accel.accel.patch import DiTPatch
+from dit_accel.accel.standalone import accelerated
+from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+from dit_accel.reference.sampling import sample_euler_cfg, simple_schedule
+
+
+class Recorder(DiTPatch):
+    name = "recorder"
+
+    def __init__(self, log, tag):
+        self.log, self.tag = log, tag
+
+    def before_blocks(self, run, ctx, call):
+        self.log.append((self.tag, "before", ctx.step))
+
+    def around_block(self, run, ctx, call, run_block):
+        self.log.append((self.tag, "enter", call.index))
+        out = run_block(call.args)
+        self.log.append((self.tag, "exit", call.index))
+        return out
+
+    def after_blocks(self, run, ctx, call, out):
+        self.log.append((self.tag, "after", ctx.step))
+        return out
+
+    def around_attention(self, run, ctx, call, run_attention):
+        self.log.append((self.tag, call.kind, call.block_index, call.heads, call.head_dim))
+        return run_attention(call)
+
+
+def _sample(model_fn, steps=3, cfg=4.0):
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 16, 1, 8, 8, generator=gen)
+    return sample_euler_cfg(model_fn, noise, label_context([1, 2]), label_context([UNCONDITIONAL] * 2),
+                            simple_schedule(steps), cfg)
+
+
+def test_noop_patches_are_bit_identical_and_see_every_block(tiny_wan):
+    plain = _sample(lambda x, t, c, o: tiny_wan(x, t, c, o))
+    log = []
+    host = AccelHost(adapter_for(tiny_wan), (Recorder(log, "a"),))
+    with accelerated(host, tiny_wan) as (fn, run, _):
+        out = _sample(fn)
+    assert torch.equal(plain, out)
+    enters = [e[2] for e in log if e[1] == "enter"]
+    assert enters == [0, 1, 2] * 3
+    assert [e[2] for e in log if e[1] == "before"] == [0, 1, 2]
+    assert [e[2] for e in log if e[1] == "after"] == [0, 1, 2]
+    attn = [e for e in log if e[1] in ("self", "cross")]
+    assert attn[:2] == [("a", "self", 0, 2, 128), ("a", "cross", 0, 2, 128)]
+    assert run.ledger.blocks_run == run.ledger.blocks_total == 9 and run.ledger.model_calls == 3
+
+
+def test_first_patch_added_is_outermost(tiny_wan):
+    log = []
+    host = AccelHost(adapter_for(tiny_wan)).with_patch(Recorder(log, "outer")).with_patch(Recorder(log, "inner"))
+    with accelerated(host, tiny_wan) as (fn, _, _):
+        _sample(fn, steps=1)
+    first_block = [(e[0], e[1]) for e in log if e[1] in ("enter", "exit") and e[2] == 0]
+    assert first_block == [("outer", "enter"), ("inner", "enter"), ("inner", "exit"), ("outer", "exit")]
+
+
+def test_a_patch_can_replace_a_block_and_the_ledger_counts_it(tiny_wan):
+    class SkipMiddle(DiTPatch):
+        name = "skip"
+
+        def around_block(self, run, ctx, call, run_block):
+            return {"img": call.hidden} if call.index == 1 else run_block(call.args)
+
+    host = AccelHost(adapter_for(tiny_wan), (SkipMiddle(),))
+    with accelerated(host, tiny_wan) as (fn, run, _):
+        out = _sample(fn, steps=2)
+    assert run.ledger.blocks_total == 6 and run.ledger.blocks_run == 4
+    assert run.ledger.block_speedup == pytest.approx(1.5)
+    assert not torch.equal(out, _sample(lambda x, t, c, o: tiny_wan(x, t, c, o), steps=2))
+
+
+def test_chains_onto_existing_block_replacement_and_attention_override(tiny_wan):
+    calls = {"block": 0, "attn": 0}
+
+    def other_block(args, extra):
+        calls["block"] += 1
+        return extra["original_block"](args)
+
+    def other_attention(func, *args, **kwargs):
+        calls["attn"] += 1
+        return func(*args, **kwargs)
+
+    to = {"patches_replace": {"dit": {("double_block", 1): other_block}}, "optimized_attention_override": other_attention}
+    expected = _sample(lambda x, t, c, o: tiny_wan(x, t, c, {**to, **o}), steps=1)
+    calls.update(block=0, attn=0)
+    host = AccelHost(adapter_for(tiny_wan), (Recorder([], "r"),))
+    host.install(to, tiny_wan)
+    run = host.start_run()
+    from dit_accel.accel.host import RUN_KEY
+
+    def fn(x, t, c, o):
+        merged = {**to, **o, RUN_KEY: run}
+        host.begin_call(merged, x)
+        return tiny_wan(x, t, c, merged)
+
+    out = _sample(fn, steps=1)
+    host.end_run(run)
+    assert torch.equal(out, expected)
+    assert calls == {"block": 1, "attn": 6}
+
+
+def test_run_is_closed_when_sampling_raises(tiny_wan):
+    class Fails(DiTPatch):
+        name = "fails"
+        ended = False
+
+        def around_block(self, run, ctx, call, run_block):
+            raise RuntimeError("boom")
+
+        def on_run_end(self, run):
+            Fails.ended = True
+            return "ended"
+
+    host = AccelHost(adapter_for(tiny_wan), (Fails(),))
+    with pytest.raises(RuntimeError, match="boom"):
+        with accelerated(host, tiny_wan) as (fn, run, summary):
+            _sample(fn)
+    assert Fails.ended and run.closed and summary == ["ended"]
+
+
+def test_unknown_model_gets_an_error_naming_the_supported_families():
+    with pytest.raises(UnsupportedModelError, match="Supported families: .*wan") as err:
+        adapter_for(torch.nn.Linear(2, 2))
+    assert "'Linear'" in str(err.value)
+    assert "wan" in supported_families()

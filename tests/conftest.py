@@ -1,0 +1,17 @@
+"""Shared fixtures for the ComfyUI-free tests."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dit_accel.reference.wan_dit import WanConfig, WanDiT
+
+
+@pytest.fixture
+def tiny_wan() -> WanDiT:
+    """A 3-block Wan-format model with random weights (non-zero head, so outputs depend on every block)."""
+    torch.manual_seed(0)
+    model = WanDiT(WanConfig(num_layers=3, ffn_dim=256)).eval().requires_grad_(False)
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    return model
