@@ -49,7 +49,14 @@ class RunState:
 
     states: dict[tuple[str, str], tuple[TensorSignature, Any]] = field(default_factory=dict)
     ledger: ComputeLedger = field(default_factory=ComputeLedger)
+    patch_data: dict[str, Any] = field(default_factory=dict)  # run-wide data of each patch (counters, ...)
     closed: bool = False
+
+    def data(self, owner: str, factory: Callable[[], Any]) -> Any:
+        """Run-wide (not per-stream) data of one patch, created on first use."""
+        if owner not in self.patch_data:
+            self.patch_data[owner] = factory()
+        return self.patch_data[owner]
 
     def stream_state(self, owner: str, stream_key: str, like: torch.Tensor, factory: Callable[[], Any]) -> Any:
         """The state of `owner` (a patch) for one stream, reset if the stream's tensor signature changed."""
@@ -73,4 +80,5 @@ class RunState:
             if hasattr(state, "reset"):
                 state.reset()
         self.states.clear()
+        self.patch_data.clear()
         self.closed = True

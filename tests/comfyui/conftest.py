@@ -33,6 +33,8 @@ COMFYUI_ROOT = find_comfyui()
 def pytest_collection_modifyitems(config, items):
     if COMFYUI_ROOT is not None:
         return
+    if os.environ.get("DIT_ACCEL_REQUIRE_COMFYUI"):  # CI: a missing ComfyUI is a failure, not a skip
+        raise pytest.UsageError(f"DIT_ACCEL_REQUIRE_COMFYUI is set but ComfyUI was not found: {HOW_TO}")
     skip = pytest.mark.skip(reason=f"ComfyUI not found: {HOW_TO}")
     for item in items:
         if "tests/comfyui" in str(item.fspath).replace(os.sep, "/"):

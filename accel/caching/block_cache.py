@@ -1,0 +1,321 @@
+"""Block caching: skip transformer blocks whose output barely changes, and reuse their cached residual instead.
+
+Two separate parts (so forecasting can replace the second without touching the first):
+  * *when to compute* — a gate (`gates.py`): the first-block gate of FBCache / CG-Taylor ("Forecasting When to
+    Forecast"), the per-block input-change gate in the spirit of E-DiT ("Elastic Diffusion Transformer"), or a static
+    every-N-steps schedule;
+  * *what to emit when skipping* — a cached residual: of the whole block stack after the gate blocks ("stack"), or of
+    each block ("block").
+
+Decisions are per batch row and per conditioning stream; state lives in the run's `RunState`, never on the patch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..context import StepContext
+from ..patch import BlockCall, DiTPatch, RunBlock
+from ..state import RunState, StreamState
+from .gates import ScheduleWindow, accumulated_change_gate, relative_change, static_gate, to_host
+
+GATES = ("first_block", "block", "static")
+GRANULARITIES = ("stack", "block")
+
+
+@dataclass(frozen=True)
+class BlockCacheConfig:
+    """Settings of the block cache.
+
+    threshold: accumulated relative change under which a row reuses (first_block / block gates); 0 never reuses,
+        which makes the output identical to the unpatched model.
+    gate: "first_block" (compute `gate_blocks`, skip the rest while their output is steady), "block" (decide each
+        block from how far its input moved since it was last computed), or "static" (compute every `interval` steps).
+    granularity: "stack" reuses the residual of all blocks after the gate blocks, "block" each block's own residual.
+        The block gate always works per block.
+    """
+
+    threshold: float = 0.1
+    gate: str = "first_block"
+    granularity: str = "stack"
+    gate_blocks: int = 1
+    interval: int = 2
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    warmup_steps: int = 1
+    final_steps: int = 1
+    max_consecutive: int = 3
+
+    def __post_init__(self):
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.threshold < 0:
+            raise ValueError(f"threshold must be >= 0 (0 turns caching off), got {self.threshold}")
+        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
+            raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got start {self.start_percent}, "
+                             f"end {self.end_percent}: set start_percent below end_percent")
+        if self.gate_blocks < 1 and self.gate == "first_block":
+            raise ValueError("the first-block gate needs gate_blocks >= 1")
+        if self.interval < 1 or self.warmup_steps < 0 or self.final_steps < 0 or self.max_consecutive < 0:
+            raise ValueError("interval must be >= 1; warmup_steps, final_steps and max_consecutive >= 0")
+
+    @property
+    def window(self) -> ScheduleWindow:
+        return ScheduleWindow(self.start_percent, self.end_percent, self.warmup_steps, self.final_steps)
+
+    @property
+    def per_block(self) -> bool:
+        return self.gate == "block" or self.granularity == "block"
+
+    @property
+    def span_start(self) -> int:
+        """The first block that may be skipped."""
+        return self.gate_blocks if self.gate == "first_block" else 0
+
+    @property
+    def off(self) -> bool:
+        return (self.gate != "static" and self.threshold == 0) or (self.gate == "static" and self.interval == 1)
+
+
+@dataclass
+class BlockCacheStream(StreamState):
+    """One conditioning stream's cache; tensors hold that stream's rows only."""
+
+    accumulated: torch.Tensor | None = None        # (rows,) running change since the last compute
+    consecutive: torch.Tensor | None = None        # (rows,) reuses in a row
+    have_cache: torch.Tensor | None = None         # (rows,) a residual exists for the row
+    gate_reference: torch.Tensor | None = None     # first-block gate: gate-block output at the last compute
+    stack_residual: dict[str, torch.Tensor] = field(default_factory=dict)
+    block_residual: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    block_input: dict[int, torch.Tensor] = field(default_factory=dict)          # block gate: input at last compute
+    block_accumulated: dict[int, torch.Tensor] = field(default_factory=dict)
+    block_consecutive: dict[int, torch.Tensor] = field(default_factory=dict)
+    block_reuse: torch.Tensor | None = None        # block gate: the current block's decision
+    reuse: torch.Tensor | None = None              # first_block / static gates: this call's decision for the span
+    span_input: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+@dataclass
+class BlockCacheStats:
+    row_blocks_run: int = 0
+    row_blocks_total: int = 0
+    total_steps: int = 0
+    span_compute_rows: list[int] | None = None  # this call's rows to compute, read back once per call
+
+
+class BlockCachePatch(DiTPatch):
+    name = "blockcache"
+
+    def __init__(self, config: BlockCacheConfig = BlockCacheConfig()):
+        self.config = config
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+    def _streams(self, run: RunState, ctx: StepContext, hidden: torch.Tensor):
+        for s in ctx.streams:
+            state = run.stream_state(self.name, s.key, hidden[s.rows], BlockCacheStream)
+            rows = s.rows.stop - s.rows.start
+            if state.accumulated is None:
+                state.accumulated = torch.zeros(rows, device=hidden.device)
+                state.consecutive = torch.zeros(rows, dtype=torch.int32, device=hidden.device)
+                state.have_cache = torch.zeros(rows, dtype=torch.bool, device=hidden.device)
+            yield s, state
+
+    def _stats(self, run: RunState) -> BlockCacheStats:
+        return run.data(self.name, BlockCacheStats)
+
+    # ---- hooks -------------------------------------------------------------------------------------------
+    def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
+        stats = self._stats(run)
+        stats.total_steps = max(stats.total_steps, ctx.total_steps)
+        if self.config.gate == "static":
+            allowed = self.config.window.allows_reuse(ctx) and not self.config.off
+            for s, state in self._streams(run, ctx, call.hidden):
+                rows = s.rows.stop - s.rows.start
+                gate = static_gate(ctx, self.config.interval, rows, call.hidden.device) if allowed else \
+                    torch.zeros(rows, dtype=torch.bool, device=call.hidden.device)
+                state.reuse = gate & state.have_cache & (state.consecutive < self.config.max_consecutive)
+
+    def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
+        cfg = self.config
+        stats = self._stats(run)
+        batch = call.hidden.shape[0]
+        stats.row_blocks_total += batch
+        if call.position < cfg.span_start:
+            stats.row_blocks_run += batch
+            out = run_block(call.args)
+            if call.position == cfg.span_start - 1:
+                self._first_block_decision(run, ctx, call, out)
+            return out
+        if cfg.gate == "block":
+            self._block_decision(run, ctx, call)
+        if call.position == cfg.span_start and not cfg.per_block:
+            for s, state in self._streams(run, ctx, call.hidden):
+                state.span_input = {k: call.args[k][s.rows] for k in call.stream_keys}
+        reuse = self._batch_reuse(run, ctx, call.hidden)
+        if cfg.gate == "block" or stats.span_compute_rows is None:
+            # The host sync: once per model call (once per block for the block gate, whose decision is per block).
+            stats.span_compute_rows = [i for i, r in enumerate(to_host(reuse)) if not r]
+        compute_rows = stats.span_compute_rows
+        stats.row_blocks_run += len(compute_rows)
+        out = run_rows(run_block, call, compute_rows)
+        if cfg.per_block:
+            self._apply_block_residuals(run, ctx, call, out, reuse)
+        return out
+
+    def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
+        if self.config.per_block:
+            self._finish_rows(run, ctx, call.hidden)
+            return out
+        out = dict(out)
+        for s, state in self._streams(run, ctx, call.hidden):
+            reuse = state.reuse
+            for key in call.stream_keys:
+                if out.get(key) is None or key not in state.span_input:
+                    continue
+                final = out[key][s.rows]
+                residual = state.stack_residual.get(key)
+                fresh = final - state.span_input[key]
+                if residual is None:
+                    state.stack_residual[key] = fresh
+                    continue
+                mask = reuse.view(-1, *[1] * (final.dim() - 1))
+                new_final = torch.where(mask, state.span_input[key] + residual, final)
+                state.stack_residual[key] = torch.where(mask, residual, fresh)
+                out[key] = _replace_rows(out[key], s.rows, new_final)
+            state.span_input = {}
+        self._finish_rows(run, ctx, call.hidden)
+        return out
+
+    def on_run_end(self, run: RunState) -> str | None:
+        stats = self._stats(run)
+        cfg = self.config
+        if stats.row_blocks_total == 0:
+            return None
+        speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
+        line = (f"blockcache ({cfg.gate} gate, {cfg.granularity if not cfg.gate == 'block' else 'block'} reuse, "
+                f"threshold {cfg.threshold:g}): computed {stats.row_blocks_run}/{stats.row_blocks_total} "
+                f"block evaluations, {speedup:.2f}x block compute speedup")
+        if cfg.off:
+            line += ". Caching is off at this setting: outputs equal the unpatched model."
+        elif stats.total_steps and stats.row_blocks_run == stats.row_blocks_total:
+            reusable = cfg.window.reusable_steps(stats.total_steps)
+            if reusable < 2:
+                line += (f". The {stats.total_steps}-step schedule is too short to cache: warm-up and final steps "
+                         f"leave {reusable} step(s) to reuse, so nothing was skipped. For few-step (distilled) "
+                         "models use sparse attention or quantized weights instead.")
+            else:
+                line += ". Nothing was skipped: raise the threshold or widen start/end percent."
+        return line
+
+    # ---- decisions ---------------------------------------------------------------------------------------
+    def _first_block_decision(self, run, ctx, call: BlockCall, out: dict) -> None:
+        cfg = self.config
+        gate_out = out[call.stream_keys[0]]
+        allowed = cfg.window.allows_reuse(ctx) and not cfg.off
+        for s, state in self._streams(run, ctx, gate_out):
+            current = gate_out[s.rows]
+            ref = state.gate_reference
+            if ref is None or ref.shape != current.shape:
+                change = torch.full_like(state.accumulated, float("inf"))
+            else:
+                change = relative_change(current, ref)
+            reuse, accumulated = accumulated_change_gate(state.accumulated, change, cfg.threshold,
+                                                         state.consecutive, cfg.max_consecutive, state.have_cache)
+            if not allowed:
+                reuse = torch.zeros_like(reuse)
+                accumulated = torch.zeros_like(accumulated)
+            state.reuse, state.accumulated = reuse, accumulated
+            state.gate_reference = current  # step-to-step change is what accumulates
+
+    def _block_decision(self, run, ctx, call: BlockCall) -> None:
+        cfg = self.config
+        allowed = cfg.window.allows_reuse(ctx) and not cfg.off
+        p = call.position
+        for s, state in self._streams(run, ctx, call.hidden):
+            current = call.hidden[s.rows]
+            ref = state.block_input.get(p)
+            zeros = torch.zeros_like(state.accumulated)
+            have = torch.full_like(state.have_cache, (p, call.stream_keys[0]) in state.block_residual)
+            change = relative_change(current, ref) if ref is not None and ref.shape == current.shape else \
+                torch.full_like(zeros, float("inf"))
+            consecutive = state.block_consecutive.get(p, torch.zeros_like(state.consecutive))
+            reuse, acc = accumulated_change_gate(state.block_accumulated.get(p, zeros), change, cfg.threshold,
+                                                 consecutive, cfg.max_consecutive, have)
+            if not allowed:
+                reuse, acc = torch.zeros_like(reuse), zeros
+            state.block_accumulated[p] = acc
+            state.block_consecutive[p] = torch.where(reuse, consecutive + 1, torch.zeros_like(consecutive))
+            state.block_input[p] = current
+            state.block_reuse = reuse
+
+    def _batch_reuse(self, run, ctx, hidden: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for s, state in self._streams(run, ctx, hidden):
+            decision = state.block_reuse if self.config.gate == "block" else state.reuse
+            rows = s.rows.stop - s.rows.start
+            parts.append(decision if decision is not None else
+                         torch.zeros(rows, dtype=torch.bool, device=hidden.device))
+        return torch.cat(parts)
+
+    def _apply_block_residuals(self, run, ctx, call: BlockCall, out: dict, reuse: torch.Tensor) -> None:
+        p = call.position
+        for s, state in self._streams(run, ctx, call.hidden):
+            mask_rows = reuse[s.rows]
+            for key in call.stream_keys:
+                if out.get(key) is None:
+                    continue
+                inp, res = call.args[key][s.rows], out[key][s.rows]
+                cached = state.block_residual.get((p, key))
+                fresh = res - inp
+                if cached is None:
+                    state.block_residual[(p, key)] = fresh
+                    continue
+                mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))
+                out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + cached, res))
+                state.block_residual[(p, key)] = torch.where(mask, cached, fresh)
+
+    def _finish_rows(self, run, ctx, hidden: torch.Tensor) -> None:
+        """End of a model call: rows that reused count a consecutive skip; rows that computed have a cache now."""
+        self._stats(run).span_compute_rows = None
+        for _, state in self._streams(run, ctx, hidden):
+            reused = state.reuse if state.reuse is not None else torch.zeros_like(state.have_cache)
+            state.consecutive = torch.where(reused, state.consecutive + 1, torch.zeros_like(state.consecutive))
+            state.have_cache = torch.ones_like(state.have_cache)
+            state.reuse = state.block_reuse = None
+
+
+def run_rows(run_block: RunBlock, call: BlockCall, compute_rows: list[int]) -> dict:
+    """Run the block on some rows only; the others pass through unchanged (their caller adds what they reuse)."""
+    batch = call.hidden.shape[0]
+    if len(compute_rows) == batch:
+        return run_block(call.args)
+    passthrough = {k: call.args[k] for k in call.stream_keys}
+    if not compute_rows:
+        return passthrough
+    index = torch.tensor(compute_rows, device=call.hidden.device)
+    sub_args = {k: (v.index_select(0, index) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch
+                    else v) for k, v in call.args.items()}
+    sub_out = run_block(sub_args)
+    out = {}
+    for k in call.stream_keys:
+        if sub_out.get(k) is None:
+            out[k] = sub_out.get(k)
+            continue
+        full = call.args[k].clone()
+        full.index_copy_(0, index, sub_out[k])
+        out[k] = full
+    return out
+
+
+def _replace_rows(t: torch.Tensor, rows: slice, values: torch.Tensor) -> torch.Tensor:
+    if rows.start == 0 and rows.stop == t.shape[0]:
+        return values
+    t = t.clone()
+    t[rows] = values
+    return t
