@@ -30,6 +30,18 @@ class StepContext:
     sigma: float
     streams: tuple[Stream, ...]
     batch_size: int
+    next_sigma: float = float("nan")  # the sigma this step moves to; nan when the schedule is unknown
+
+    @property
+    def step_weight(self) -> float:
+        """This step's share of the schedule's sigma drop, relative to an even split (1.0 = an average step).
+
+        A model-output error at step i moves the sample by about error × (sigma_i - sigma_i+1), so an error at a
+        big step costs more: gates use this to spend their skipping where it is cheap.
+        """
+        if self.total_steps <= 0 or self.next_sigma != self.next_sigma:
+            return 1.0
+        return abs(self.sigma - self.next_sigma) * self.total_steps
 
     @property
     def percent(self) -> float:
@@ -56,10 +68,13 @@ class StepContext:
     def from_transformer_options(cls, transformer_options: dict, batch_size: int) -> "StepContext":
         sigmas = transformer_options.get("sigmas")
         sigma = float(sigmas.reshape(-1)[0]) if isinstance(sigmas, torch.Tensor) and sigmas.numel() else float("nan")
-        step, total = locate_step(sigma, transformer_options.get("sample_sigmas"))
+        schedule = transformer_options.get("sample_sigmas")
+        step, total = locate_step(sigma, schedule)
+        next_sigma = float(schedule[step + 1]) if total else float("nan")
         streams = split_streams(transformer_options.get("cond_or_uncond"), transformer_options.get("uuids"),
                                 batch_size)
-        return cls(step=step, total_steps=total, sigma=sigma, streams=streams, batch_size=batch_size)
+        return cls(step=step, total_steps=total, sigma=sigma, streams=streams, batch_size=batch_size,
+                   next_sigma=next_sigma)
 
     @classmethod
     def single(cls, step: int, total_steps: int, sigma: float, batch_size: int, kind: str = "cond") -> "StepContext":

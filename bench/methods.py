@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..accel.caching import LEVELS, BlockCacheConfig, BlockCachePatch, preset
 from ..accel.patch import DiTPatch
 
 
@@ -34,3 +35,18 @@ def get_method(name: str) -> BenchMethod:
 
 register_method(BenchMethod("none", "the dit-accel host with no patch: must equal the unpatched model exactly",
                             lambda steps: []))
+
+
+def _block_cache(config: BlockCacheConfig) -> Callable[[int], list[DiTPatch]]:
+    return lambda steps: [BlockCachePatch(config)]
+
+
+register_method(BenchMethod("blockcache", "block cache, balanced preset (block gate, residual reuse)",
+                            _block_cache(preset("wan", "balanced"))))
+for _level in (lvl for lvl in LEVELS if lvl != "balanced"):  # balanced is `blockcache`
+    register_method(BenchMethod(f"blockcache-{_level}", f"block cache, {_level} preset",
+                                _block_cache(preset("wan", _level))))
+register_method(BenchMethod("blockcache-firstblock", "block cache, first-block gate (FBCache-style), stack reuse",
+                            _block_cache(BlockCacheConfig(gate="first_block", threshold=0.3, max_consecutive=2))))
+register_method(BenchMethod("blockcache-static", "block cache, static schedule: compute every 2nd step",
+                            _block_cache(BlockCacheConfig(gate="static", interval=2))))

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import reference_nodes
+from . import block_cache_node, reference_nodes
 
 
 class DiTAccelExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*reference_nodes.NODES]
+        return [*block_cache_node.NODES, *reference_nodes.NODES]
 
 
 async def comfy_entrypoint() -> DiTAccelExtension:

@@ -1,4 +1,5 @@
 """Block caching: gates decide when to compute, cached residuals are what a skipped block emits."""
 from .block_cache import BlockCacheConfig, BlockCachePatch
+from .presets import LEVELS, preset
 
-__all__ = ["BlockCacheConfig", "BlockCachePatch"]
+__all__ = ["BlockCacheConfig", "BlockCachePatch", "LEVELS", "preset"]

@@ -131,6 +131,7 @@ class BlockCachePatch(DiTPatch):
 
     # ---- hooks -------------------------------------------------------------------------------------------
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
+        run.data(self.name + ".input", dict)["hidden"] = call.hidden
         stats = self._stats(run)
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         if self.config.gate == "static":
@@ -216,43 +217,67 @@ class BlockCachePatch(DiTPatch):
     # ---- decisions ---------------------------------------------------------------------------------------
     def _first_block_decision(self, run, ctx, call: BlockCall, out: dict) -> None:
         cfg = self.config
+        # The signal is the gate blocks' residual (output - input), as in FBCache: the output itself is dominated by
+        # the block input, which hides how much the blocks' own contribution moved.
         gate_out = out[call.stream_keys[0]]
-        allowed = cfg.window.allows_reuse(ctx) and not cfg.off
+        gate_residual = gate_out - self._stack_input(run, ctx, call)
+        proposals = []
         for s, state in self._streams(run, ctx, gate_out):
-            current = gate_out[s.rows]
+            current = gate_residual[s.rows]
             ref = state.gate_reference
-            if ref is None or ref.shape != current.shape:
-                change = torch.full_like(state.accumulated, float("inf"))
-            else:
-                change = relative_change(current, ref)
-            reuse, accumulated = accumulated_change_gate(state.accumulated, change, cfg.threshold,
-                                                         state.consecutive, cfg.max_consecutive, state.have_cache)
-            if not allowed:
-                reuse = torch.zeros_like(reuse)
-                accumulated = torch.zeros_like(accumulated)
-            state.reuse, state.accumulated = reuse, accumulated
+            change = relative_change(current, ref) * ctx.step_weight \
+                if ref is not None and ref.shape == current.shape else torch.full_like(state.accumulated, float("inf"))
+            reuse, total = accumulated_change_gate(state.accumulated, change, cfg.threshold, state.consecutive,
+                                                   cfg.max_consecutive, state.have_cache)
+            proposals.append((state, reuse, total))
             state.gate_reference = current  # step-to-step change is what accumulates
+        joint = self._decide_jointly(run, ctx, "span", proposals)
+        for state, _, total in proposals:
+            state.reuse = joint
+            state.accumulated = torch.where(joint, total, torch.zeros_like(total))
+
+    def _stack_input(self, run, ctx, call: BlockCall) -> torch.Tensor:
+        return run.data(self.name + ".input", dict)["hidden"]
 
     def _block_decision(self, run, ctx, call: BlockCall) -> None:
         cfg = self.config
-        allowed = cfg.window.allows_reuse(ctx) and not cfg.off
         p = call.position
+        proposals = []
         for s, state in self._streams(run, ctx, call.hidden):
             current = call.hidden[s.rows]
             ref = state.block_input.get(p)
             zeros = torch.zeros_like(state.accumulated)
             have = torch.full_like(state.have_cache, (p, call.stream_keys[0]) in state.block_residual)
-            change = relative_change(current, ref) if ref is not None and ref.shape == current.shape else \
-                torch.full_like(zeros, float("inf"))
+            change = relative_change(current, ref) * ctx.step_weight \
+                if ref is not None and ref.shape == current.shape else torch.full_like(zeros, float("inf"))
             consecutive = state.block_consecutive.get(p, torch.zeros_like(state.consecutive))
-            reuse, acc = accumulated_change_gate(state.block_accumulated.get(p, zeros), change, cfg.threshold,
-                                                 consecutive, cfg.max_consecutive, have)
-            if not allowed:
-                reuse, acc = torch.zeros_like(reuse), zeros
-            state.block_accumulated[p] = acc
-            state.block_consecutive[p] = torch.where(reuse, consecutive + 1, torch.zeros_like(consecutive))
+            reuse, total = accumulated_change_gate(state.block_accumulated.get(p, zeros), change, cfg.threshold,
+                                                   consecutive, cfg.max_consecutive, have)
+            proposals.append((state, reuse, total))
             state.block_input[p] = current
-            state.block_reuse = reuse
+        joint = self._decide_jointly(run, ctx, p, proposals)
+        for state, _, total in proposals:
+            consecutive = state.block_consecutive.get(p, torch.zeros_like(state.consecutive))
+            state.block_accumulated[p] = torch.where(joint, total, torch.zeros_like(total))
+            state.block_consecutive[p] = torch.where(joint, consecutive + 1, torch.zeros_like(consecutive))
+            state.block_reuse = joint
+
+    def _decide_jointly(self, run, ctx, point, proposals) -> torch.Tensor:
+        """One decision per sample: it reuses only if each of its streams (cond, uncond, ...) may, because CFG
+        multiplies any cond/uncond mismatch by the guidance scale. Streams of one step that arrive in separate
+        model calls follow the first call's decision. Outside the schedule window nothing reuses."""
+        cfg = self.config
+        joint = proposals[0][1]
+        for _, reuse, _ in proposals[1:]:
+            joint = joint & reuse if reuse.shape == joint.shape else torch.zeros_like(joint)
+        if not cfg.window.allows_reuse(ctx) or cfg.off:
+            joint = torch.zeros_like(joint)
+        leader = run.data(self.name + ".leader", dict)
+        previous = leader.get((ctx.step, point))
+        if previous is not None and previous.shape == joint.shape and previous.device == joint.device:
+            return previous
+        leader[(ctx.step, point)] = joint
+        return joint
 
     def _batch_reuse(self, run, ctx, hidden: torch.Tensor) -> torch.Tensor:
         parts = []

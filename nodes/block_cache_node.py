@@ -1,0 +1,77 @@
+"""The "DiT Block Cache" node: skip transformer blocks whose output barely changes."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..accel.adapters.registry import adapter_for
+from ..accel.caching import LEVELS, BlockCacheConfig, BlockCachePatch, preset
+from ..accel.caching.block_cache import GATES, GRANULARITIES
+from .comfy_bridge import apply_patch
+from .compat import ADVANCED
+
+CUSTOM = "custom"
+_DEFAULT = BlockCacheConfig()
+
+
+class DiTBlockCache(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelBlockCache",
+            display_name="DiT Block Cache",
+            category="dit-accel",
+            description="Skips transformer blocks whose input barely moved since they were last computed and reuses "
+                        "their cached residual. Chains with other dit-accel nodes and with core nodes. Logs blocks "
+                        "computed and the compute speedup after each run, and says so when a schedule is too short "
+                        "to cache (few-step distilled models).",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to accelerate (Wan 2.1/2.2 or the reference "
+                                                "model)."),
+                io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
+                               tooltip="quality: ~1.7x, nearly identical. balanced: ~2.5x. fast: ~2.8x, visible "
+                                       "changes. custom: use the advanced settings below."),
+                io.Float.Input("threshold", default=_DEFAULT.threshold, min=0.0, max=10.0, step=0.01,
+                               **ADVANCED, tooltip="custom only: accumulated relative change under which a "
+                                                      "block is reused. 0 turns caching off (exact output)."),
+                io.Combo.Input("gate", options=list(GATES), default="block", **ADVANCED,
+                               tooltip="custom only: block = decide per block from how far its input moved; "
+                                       "first_block = compute the first block, skip the rest while its output is "
+                                       "steady; static = compute every `interval` steps."),
+                io.Combo.Input("granularity", options=list(GRANULARITIES), default=_DEFAULT.granularity,
+                               **ADVANCED, tooltip="custom only: reuse the residual of the whole stack after the "
+                                                      "gate blocks, or of each block (the block gate always works "
+                                                      "per block)."),
+                io.Int.Input("interval", default=_DEFAULT.interval, min=1, max=10, **ADVANCED,
+                             tooltip="custom, static gate only: compute every N-th step."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, **ADVANCED,
+                               tooltip="custom only: no reuse before this fraction of the schedule."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, **ADVANCED,
+                               tooltip="custom only: no reuse after this fraction of the schedule."),
+                io.Int.Input("warmup_steps", default=_DEFAULT.warmup_steps, min=0, max=100, **ADVANCED,
+                             tooltip="custom only: first steps always computed."),
+                io.Int.Input("final_steps", default=_DEFAULT.final_steps, min=0, max=100, **ADVANCED,
+                             tooltip="custom only: last steps always computed (skipping the final step costs "
+                                     "the most detail)."),
+                io.Int.Input("max_consecutive", default=2, min=0, max=100, **ADVANCED,
+                             tooltip="custom only: at most this many reuses in a row before a block is computed "
+                                     "again."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with block caching attached.")],
+        )
+
+    @classmethod
+    def execute(cls, model, speed: str, threshold: float, gate: str, granularity: str, interval: int,
+                start_percent: float, end_percent: float, warmup_steps: int, final_steps: int,
+                max_consecutive: int) -> io.NodeOutput:
+        if speed == CUSTOM:
+            config = BlockCacheConfig(threshold=threshold, gate=gate, granularity=granularity, interval=interval,
+                                      start_percent=start_percent, end_percent=end_percent,
+                                      warmup_steps=warmup_steps, final_steps=final_steps,
+                                      max_consecutive=max_consecutive)
+        else:
+            family = adapter_for(model.get_model_object("diffusion_model")).name
+            config = preset(family, speed)
+        return io.NodeOutput(apply_patch(model, BlockCachePatch(config)))
+
+
+NODES = [DiTBlockCache]

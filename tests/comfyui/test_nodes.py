@@ -1,0 +1,93 @@
+"""Our nodes, called the way ComfyUI calls them, on the reference model through ComfyUI's sampler."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+CUSTOM_OFF = dict(speed="custom", threshold=0.0, gate="block", granularity="stack", interval=2, start_percent=0.0,
+                  end_percent=1.0, warmup_steps=1, final_steps=1, max_consecutive=2)
+
+
+def _execute(registry, node_id, **kwargs):
+    out = registry[node_id].execute(**kwargs)
+    return out.args if hasattr(out, "args") else out
+
+
+def _graph(registry, model, digits=(3, 8), steps=12, cfg=4.0):
+    import nodes
+    positive = [[torch.cat([_execute(registry, "DiTAccelDigitLabel", digit=str(d))[0][0][0] for d in digits]), {}]]
+    negative = _execute(registry, "DiTAccelDigitLabel", digit="unconditional")[0]
+    latent = _execute(registry, "DiTAccelDigitEmptyLatent", size=128, batch_size=len(digits))[0]
+    sampled = nodes.common_ksampler(model, 11, steps, cfg, "euler", "simple", positive, negative, latent)[0]
+    return sampled, _execute(registry, "DiTAccelDigitDecode", samples=sampled)[0]
+
+
+def test_reference_nodes_draw_the_requested_digits(node_registry):
+    from dit_accel.reference.assets import load_classifier
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    _, images = _graph(node_registry, model, digits=(3, 8, 0, 5))
+    assert images.shape == (4, 128, 128, 3) and 0 <= images.min() and images.max() <= 1
+    predicted = load_classifier().predict(images[..., :1].movedim(-1, 1))
+    assert predicted.tolist() == [3, 8, 0, 5]
+
+
+def test_block_cache_off_is_bit_identical(node_registry):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    plain, _ = _graph(node_registry, model)
+    cached = _execute(node_registry, "DiTAccelBlockCache", model=model, **CUSTOM_OFF)[0]
+    out, _ = _graph(node_registry, cached)
+    assert torch.equal(plain["samples"], out["samples"])
+
+
+def test_block_cache_balanced_skips_blocks_and_logs_it(node_registry, caplog):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    plain, images_full = _graph(node_registry, model, steps=20)
+    cached = _execute(node_registry, "DiTAccelBlockCache", model=model, **{**CUSTOM_OFF, "speed": "balanced"})[0]
+    with caplog.at_level(logging.INFO, logger="dit_accel"):
+        out, images = _graph(node_registry, cached, steps=20)
+    line = next(r.getMessage() for r in caplog.records if "blockcache" in r.getMessage())
+    speedup = float(line.split("evaluations, ")[1].split("x")[0])
+    assert speedup > 2.0
+    psnr = 10 * torch.log10(1 / ((images - images_full) ** 2).mean())
+    assert psnr > 25
+
+
+def test_block_cache_short_schedule_says_so(node_registry, caplog):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    cached = _execute(node_registry, "DiTAccelBlockCache", model=model, **{**CUSTOM_OFF, "speed": "balanced"})[0]
+    with caplog.at_level(logging.INFO, logger="dit_accel"):
+        _graph(node_registry, cached, steps=2)
+    assert any("too short to cache" in r.getMessage() for r in caplog.records)
+
+
+def test_block_cache_bad_settings_name_the_fix(node_registry):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    with pytest.raises(ValueError, match="start_percent below end_percent"):
+        _execute(node_registry, "DiTAccelBlockCache", model=model,
+                 **{**CUSTOM_OFF, "threshold": 0.2, "start_percent": 0.9, "end_percent": 0.1})
+
+
+def test_unsupported_model_is_a_clear_error(node_registry, comfy_root):
+    """A Flux model (tiny, random) is not served yet: the error names the model and the supported families."""
+    import comfy.ldm.flux.model
+    import comfy.model_patcher
+    import comfy.ops
+    flux = comfy.ldm.flux.model.Flux(in_channels=4, out_channels=4, vec_in_dim=None, context_in_dim=32,
+                                     hidden_size=64, mlp_ratio=4.0, num_heads=4, depth=1, depth_single_blocks=1,
+                                     axes_dim=[4, 6, 6], theta=10000, patch_size=2, qkv_bias=True,
+                                     guidance_embed=False, txt_ids_dims=[], operations=comfy.ops.disable_weight_init,
+                                     dtype=torch.float32, device="cpu")
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.diffusion_model = flux
+
+    patcher = comfy.model_patcher.ModelPatcher(Holder(), torch.device("cpu"), torch.device("cpu"))
+    from dit_accel.accel.adapters.registry import UnsupportedModelError
+    with pytest.raises(UnsupportedModelError, match=r"'Flux'.*Supported families: .*wan"):
+        from dit_accel.nodes.comfy_bridge import apply_patch
+        from dit_accel.accel.caching import BlockCachePatch
+        apply_patch(patcher, BlockCachePatch())

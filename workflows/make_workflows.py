@@ -1,0 +1,79 @@
+"""Regenerate the example workflows (ComfyUI's UI format): `python workflows/make_workflows.py`.
+
+Kept as code so a renamed input or a new node updates every workflow at once; tests/comfyui/test_workflows.py checks
+the JSON files against each ComfyUI snapshot's node registry.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+class Graph:
+    def __init__(self):
+        self.nodes, self.links = [], []
+
+    def node(self, type_, widgets=(), inputs=(), outputs=(), pos=(0, 0), title=None):
+        nid = len(self.nodes) + 1
+        node = {"id": nid, "type": type_, "pos": list(pos), "size": [320, 120], "flags": {}, "order": nid - 1,
+                "mode": 0, "inputs": [{"name": n, "type": t, "link": None} for n, t in inputs],
+                "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outputs)],
+                "properties": {"Node name for S&R": type_}, "widgets_values": list(widgets)}
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return nid
+
+    def link(self, src, src_slot, dst, dst_input):
+        lid = len(self.links) + 1
+        src_node, dst_node = self.nodes[src - 1], self.nodes[dst - 1]
+        out = src_node["outputs"][src_slot]
+        slot = next(i for i, inp in enumerate(dst_node["inputs"]) if inp["name"] == dst_input)
+        out["links"].append(lid)
+        dst_node["inputs"][slot]["link"] = lid
+        self.links.append([lid, src, src_slot, dst, slot, out["type"]])
+
+    def to_json(self) -> dict:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def sampler(g, x, y, title, steps=20, cfg=4.0):
+    return g.node("KSampler", [42, "fixed", steps, cfg, "euler", "simple", 1.0],
+                  [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                   ("latent_image", "LATENT")], [("LATENT", "LATENT")], (x, y), title)
+
+
+def reference_with_and_without_acceleration() -> dict:
+    g = Graph()
+    model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
+    cache = g.node("DiTAccelBlockCache", ["balanced", 0.1, "block", "stack", 2, 0.0, 1.0, 1, 1, 2],
+                   [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300))
+    digit = g.node("DiTAccelDigitLabel", ["3"], [], [("CONDITIONING", "CONDITIONING")], (0, 600))
+    negative = g.node("DiTAccelDigitLabel", ["unconditional"], [], [("CONDITIONING", "CONDITIONING")], (0, 750))
+    latent = g.node("DiTAccelDigitEmptyLatent", [128, 4], [], [("LATENT", "LATENT")], (0, 900))
+    full = sampler(g, 400, 0, "full compute")
+    fast = sampler(g, 400, 400, "with DiT Block Cache")
+    g.link(model, 0, full, "model")
+    g.link(model, 0, cache, "model")
+    g.link(cache, 0, fast, "model")
+    for ks in (full, fast):
+        g.link(digit, 0, ks, "positive")
+        g.link(negative, 0, ks, "negative")
+        g.link(latent, 0, ks, "latent_image")
+    for ks, y in ((full, 0), (fast, 400)):
+        dec = g.node("DiTAccelDigitDecode", [], [("samples", "LATENT")], [("IMAGE", "IMAGE")], (800, y))
+        g.link(ks, 0, dec, "samples")
+        prev = g.node("PreviewImage", [], [("images", "IMAGE")], [], (1100, y))
+        g.link(dec, 0, prev, "images")
+    return g.to_json()
+
+
+WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_with_and_without_acceleration}
+
+if __name__ == "__main__":
+    for name, build in WORKFLOWS.items():
+        (HERE / name).write_text(json.dumps(build(), indent=1) + "\n")
+        print("wrote", HERE / name)
