@@ -20,7 +20,7 @@ from .bench.runner import FULL, BenchSettings, compare
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dit_accel.demo", description=__doc__)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--seeds", type=int, default=4, help="seeds; each samples one image per digit")
+    p.add_argument("--seeds", type=int, default=2, help="seeds; each samples one image per digit")
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
     p.add_argument("--out", type=Path, default=Path("outputs"))

@@ -41,12 +41,14 @@ def _block_cache(config: BlockCacheConfig) -> Callable[[int], list[DiTPatch]]:
     return lambda steps: [BlockCachePatch(config)]
 
 
-register_method(BenchMethod("blockcache", "block cache, balanced preset (block gate, residual reuse)",
+register_method(BenchMethod("blockcache", "block cache, balanced preset (block gate, 2nd-order forecast)",
                             _block_cache(preset("wan", "balanced"))))
 for _level in (lvl for lvl in LEVELS if lvl != "balanced"):  # balanced is `blockcache`
     register_method(BenchMethod(f"blockcache-{_level}", f"block cache, {_level} preset",
                                 _block_cache(preset("wan", _level))))
 register_method(BenchMethod("blockcache-firstblock", "block cache, first-block gate (FBCache-style), stack reuse",
                             _block_cache(BlockCacheConfig(gate="first_block", threshold=0.3, max_consecutive=2))))
-register_method(BenchMethod("blockcache-static", "block cache, static schedule: compute every 2nd step",
+register_method(BenchMethod("blockcache-static", "block cache, static schedule: compute every 2nd step, reuse",
                             _block_cache(BlockCacheConfig(gate="static", interval=2))))
+register_method(BenchMethod("blockcache-reuse", "block cache, block gate, plain residual reuse (no forecast)",
+                            _block_cache(BlockCacheConfig(gate="block", threshold=1.0, max_consecutive=2))))

@@ -28,8 +28,8 @@ class DiTBlockCache(io.ComfyNode):
                 io.Model.Input("model", tooltip="The diffusion model to accelerate (Wan 2.1/2.2 or the reference "
                                                 "model)."),
                 io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
-                               tooltip="quality: ~1.7x, nearly identical. balanced: ~2.5x. fast: ~2.8x, visible "
-                                       "changes. custom: use the advanced settings below."),
+                               tooltip="quality: ~1.8x, indistinguishable. balanced: ~2.5x, nearly identical. "
+                                       "fast: ~3x, visible changes. custom: use the advanced settings below."),
                 io.Float.Input("threshold", default=_DEFAULT.threshold, min=0.0, max=10.0, step=0.01,
                                **ADVANCED, tooltip="custom only: accumulated relative change under which a "
                                                       "block is reused. 0 turns caching off (exact output)."),
@@ -55,6 +55,10 @@ class DiTBlockCache(io.ComfyNode):
                 io.Int.Input("max_consecutive", default=2, min=0, max=100, **ADVANCED,
                              tooltip="custom only: at most this many reuses in a row before a block is computed "
                                      "again."),
+                io.Int.Input("forecast_order", default=2, min=0, max=3, **ADVANCED,
+                             tooltip="custom only: 0 reuses a skipped block's cached residual; 1-3 forecast it "
+                                     "with a Taylor expansion over the computed steps (TaylorSeer). 2 is best on "
+                                     "the reference model."),
             ],
             outputs=[io.Model.Output(tooltip="The model with block caching attached.")],
         )
@@ -62,12 +66,12 @@ class DiTBlockCache(io.ComfyNode):
     @classmethod
     def execute(cls, model, speed: str, threshold: float, gate: str, granularity: str, interval: int,
                 start_percent: float, end_percent: float, warmup_steps: int, final_steps: int,
-                max_consecutive: int) -> io.NodeOutput:
+                max_consecutive: int, forecast_order: int) -> io.NodeOutput:
         if speed == CUSTOM:
             config = BlockCacheConfig(threshold=threshold, gate=gate, granularity=granularity, interval=interval,
                                       start_percent=start_percent, end_percent=end_percent,
                                       warmup_steps=warmup_steps, final_steps=final_steps,
-                                      max_consecutive=max_consecutive)
+                                      max_consecutive=max_consecutive, forecast_order=forecast_order)
         else:
             family = adapter_for(model.get_model_object("diffusion_model")).name
             config = preset(family, speed)

@@ -49,7 +49,7 @@ def sampler(g, x, y, title, steps=20, cfg=4.0):
 def reference_with_and_without_acceleration() -> dict:
     g = Graph()
     model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
-    cache = g.node("DiTAccelBlockCache", ["balanced", 0.1, "block", "stack", 2, 0.0, 1.0, 1, 1, 2],
+    cache = g.node("DiTAccelBlockCache", ["balanced", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 2, 2],
                    [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300))
     digit = g.node("DiTAccelDigitLabel", ["3"], [], [("CONDITIONING", "CONDITIONING")], (0, 600))
     negative = g.node("DiTAccelDigitLabel", ["unconditional"], [], [("CONDITIONING", "CONDITIONING")], (0, 750))

@@ -19,6 +19,7 @@ from ..context import StepContext
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
 from .gates import ScheduleWindow, accumulated_change_gate, relative_change, static_gate, to_host
+from .predictors import TaylorResidual
 
 GATES = ("first_block", "block", "static")
 GRANULARITIES = ("stack", "block")
@@ -46,6 +47,7 @@ class BlockCacheConfig:
     warmup_steps: int = 1
     final_steps: int = 1
     max_consecutive: int = 3
+    forecast_order: int = 0   # 0 reuses the cached residual; 1-3 extrapolate it (TaylorSeer) from computed steps
 
     def __post_init__(self):
         if self.gate not in GATES:
@@ -59,6 +61,8 @@ class BlockCacheConfig:
                              f"end {self.end_percent}: set start_percent below end_percent")
         if self.gate_blocks < 1 and self.gate == "first_block":
             raise ValueError("the first-block gate needs gate_blocks >= 1")
+        if not 0 <= self.forecast_order <= 3:
+            raise ValueError(f"forecast_order must be 0 (reuse) to 3, got {self.forecast_order}")
         if self.interval < 1 or self.warmup_steps < 0 or self.final_steps < 0 or self.max_consecutive < 0:
             raise ValueError("interval must be >= 1; warmup_steps, final_steps and max_consecutive >= 0")
 
@@ -88,8 +92,8 @@ class BlockCacheStream(StreamState):
     consecutive: torch.Tensor | None = None        # (rows,) reuses in a row
     have_cache: torch.Tensor | None = None         # (rows,) a residual exists for the row
     gate_reference: torch.Tensor | None = None     # first-block gate: gate-block output at the last compute
-    stack_residual: dict[str, torch.Tensor] = field(default_factory=dict)
-    block_residual: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    stack_residual: dict[str, TaylorResidual] = field(default_factory=dict)
+    block_residual: dict[tuple[int, str], TaylorResidual] = field(default_factory=dict)
     block_input: dict[int, torch.Tensor] = field(default_factory=dict)          # block gate: input at last compute
     block_accumulated: dict[int, torch.Tensor] = field(default_factory=dict)
     block_consecutive: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -180,15 +184,13 @@ class BlockCachePatch(DiTPatch):
                 if out.get(key) is None or key not in state.span_input:
                     continue
                 final = out[key][s.rows]
-                residual = state.stack_residual.get(key)
                 fresh = final - state.span_input[key]
-                if residual is None:
-                    state.stack_residual[key] = fresh
-                    continue
-                mask = reuse.view(-1, *[1] * (final.dim() - 1))
-                new_final = torch.where(mask, state.span_input[key] + residual, final)
-                state.stack_residual[key] = torch.where(mask, residual, fresh)
-                out[key] = _replace_rows(out[key], s.rows, new_final)
+                predictor = state.stack_residual.setdefault(key, TaylorResidual(self.config.forecast_order))
+                if not predictor.empty:
+                    mask = reuse.view(-1, *[1] * (final.dim() - 1))
+                    final = torch.where(mask, state.span_input[key] + predictor.predict(ctx.sigma), final)
+                    out[key] = _replace_rows(out[key], s.rows, final)
+                predictor.update(~reuse if not predictor.empty else torch.ones_like(reuse), fresh, ctx.sigma)
             state.span_input = {}
         self._finish_rows(run, ctx, call.hidden)
         return out
@@ -247,7 +249,8 @@ class BlockCachePatch(DiTPatch):
             current = call.hidden[s.rows]
             ref = state.block_input.get(p)
             zeros = torch.zeros_like(state.accumulated)
-            have = torch.full_like(state.have_cache, (p, call.stream_keys[0]) in state.block_residual)
+            cached = state.block_residual.get((p, call.stream_keys[0]))
+            have = torch.full_like(state.have_cache, cached is not None and not cached.empty)
             change = relative_change(current, ref) * ctx.step_weight \
                 if ref is not None and ref.shape == current.shape else torch.full_like(zeros, float("inf"))
             consecutive = state.block_consecutive.get(p, torch.zeros_like(state.consecutive))
@@ -296,14 +299,13 @@ class BlockCachePatch(DiTPatch):
                 if out.get(key) is None:
                     continue
                 inp, res = call.args[key][s.rows], out[key][s.rows]
-                cached = state.block_residual.get((p, key))
-                fresh = res - inp
-                if cached is None:
-                    state.block_residual[(p, key)] = fresh
-                    continue
-                mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))
-                out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + cached, res))
-                state.block_residual[(p, key)] = torch.where(mask, cached, fresh)
+                predictor = state.block_residual.setdefault((p, key), TaylorResidual(self.config.forecast_order))
+                if not predictor.empty:
+                    mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))
+                    out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + predictor.predict(ctx.sigma),
+                                                                           res))
+                predictor.update(~mask_rows if not predictor.empty else torch.ones_like(mask_rows), res - inp,
+                                 ctx.sigma)
 
     def _finish_rows(self, run, ctx, hidden: torch.Tensor) -> None:
         """End of a model call: rows that reused count a consecutive skip; rows that computed have a cache now."""

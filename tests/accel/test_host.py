@@ -135,3 +135,17 @@ def test_unknown_model_gets_an_error_naming_the_supported_families():
         adapter_for(torch.nn.Linear(2, 2))
     assert "'Linear'" in str(err.value)
     assert "wan" in supported_families()
+
+
+def test_a_broken_family_disables_itself_with_one_warning(monkeypatch, caplog):
+    from dit_accel.accel.adapters import registry
+
+    monkeypatch.setattr(registry, "BUILTIN_FAMILY_MODULES", ("wan", "no_such_family"))
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_DISABLED", {})
+    with caplog.at_level("WARNING", logger="dit_accel"):
+        assert "wan" in registry.supported_families()
+    warnings = [r for r in caplog.records if "no_such_family" in r.getMessage()]
+    assert len(warnings) == 1 and "disabled" in warnings[0].getMessage()
+    with pytest.raises(UnsupportedModelError, match="no_such_family is disabled"):
+        adapter_for(torch.nn.Linear(2, 2))

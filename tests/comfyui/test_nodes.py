@@ -7,7 +7,7 @@ import pytest
 import torch
 
 CUSTOM_OFF = dict(speed="custom", threshold=0.0, gate="block", granularity="stack", interval=2, start_percent=0.0,
-                  end_percent=1.0, warmup_steps=1, final_steps=1, max_consecutive=2)
+                  end_percent=1.0, warmup_steps=1, final_steps=1, max_consecutive=2, forecast_order=2)
 
 
 def _execute(registry, node_id, **kwargs):

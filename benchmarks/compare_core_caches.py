@@ -1,0 +1,106 @@
+"""Our block cache vs ComfyUI's own EasyCache and LazyCache, on the reference model, through ComfyUI's sampler.
+
+    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/compare_core_caches.py [--seeds 2] [--steps 20]
+
+Compute is counted the same way for every method: a counting block replacement installed on the base model before
+any cache node counts the rows each real block call processes (EasyCache skips whole forwards, ours skips blocks or
+rows). Quality is PSNR against the full-compute images and the bundled classifier's accuracy. Prints one table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+PACK = Path(__file__).resolve().parents[1]
+
+
+def setup_comfy():
+    root = os.environ.get("COMFYUI_PATH")
+    if not root:
+        raise SystemExit('set COMFYUI_PATH (eval "$(../shared/comfyui/setup.sh)")')
+    sys.path.insert(0, root)
+    argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    import comfy.model_management  # noqa: F401
+    sys.argv = argv
+    import comfyui_version
+    return comfyui_version.__version__
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=4.0)
+    args = p.parse_args()
+    version = setup_comfy()
+    import comfy.sd
+    import nodes
+    from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
+
+    from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch, preset
+    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.reference.assets import MODEL_FILE, load_classifier
+    from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+    from dit_accel.reference.latent import decode
+
+    base = comfy.sd.load_diffusion_model(str(MODEL_FILE))
+    counter = {"rows": 0}
+
+    def counting(args_, extra):
+        counter["rows"] += args_["img"].shape[0]
+        return extra["original_block"](args_)
+
+    for i in range(len(base.model.diffusion_model.blocks)):
+        base.set_model_patch_replace(counting, "dit", "double_block", i)
+    classifier = load_classifier()
+    labels = torch.arange(10)
+
+    def sample(model):
+        counter["rows"] = 0
+        images = []
+        for seed in range(args.seeds):
+            latent = {"samples": torch.zeros(10, 16, 1, 32, 32)}
+            out = nodes.common_ksampler(model, seed, args.steps, args.cfg, "euler", "simple",
+                                        [[label_context(labels), {}]], [[label_context([UNCONDITIONAL] * 10), {}]],
+                                        latent, disable_noise=False)[0]["samples"]
+            images.append(decode(out))
+        return torch.cat(images), counter["rows"]
+
+    def core(node, threshold):
+        out = node.execute(base, reuse_threshold=threshold, start_percent=0.15, end_percent=0.95, verbose=False)
+        return out.args[0] if hasattr(out, "args") else out[0]
+
+    variants = {}
+    for t in (0.02, 0.05, 0.1, 0.2, 0.3):
+        variants[f"EasyCache {t}"] = lambda t=t: core(EasyCacheNode, t)
+        variants[f"LazyCache {t}"] = lambda t=t: core(LazyCacheNode, t)
+    for level in ("quality", "balanced", "fast"):
+        variants[f"dit-accel {level}"] = lambda level=level: apply_patch(base, BlockCachePatch(preset("wan", level)))
+    for t, c in ((0.05, 1), (0.2, 1), (0.2, 2), (1.0, 2), (1.0, 3)):
+        cfg = BlockCacheConfig(gate="block", threshold=t, max_consecutive=c)
+        variants[f"dit-accel block {t}/{c}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
+    variants["dit-accel static 3"] = lambda: apply_patch(base, BlockCachePatch(
+        BlockCacheConfig(gate="static", interval=3)))
+
+    full_images, full_rows = sample(base)
+    labels_all = labels.repeat(args.seeds)
+    full_acc = float((classifier.predict(full_images) == labels_all).float().mean())
+    print(f"ComfyUI {version}, reference model, {args.steps} steps, CFG {args.cfg}, {len(full_images)} images; "
+          f"full: class accuracy {full_acc:.3f}")
+    print(f"{'method':26s} {'compute x':>9s} {'PSNR dB':>8s} {'class acc':>9s}")
+    for name, build in variants.items():
+        images, rows = sample(build())
+        mse = ((images - full_images) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+        psnr = float((10 * torch.log10(1 / mse)).mean())
+        acc = float((classifier.predict(images) == labels_all).float().mean())
+        print(f"{name:26s} {full_rows / rows:9.2f} {psnr:8.1f} {acc:9.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
