@@ -9,6 +9,7 @@ run's own `transformer_options` under RUN_KEY, and the per-call `StepContext` go
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -86,16 +87,19 @@ class AccelHost:
         """Add our block replacements and attention override, chaining onto whatever is already there."""
         if any(p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks") for p in self.patches):
             layout = self.adapter.block_layout(diffusion_model)
+            kinds = tuple(dict.fromkeys(kind.kind for kind, _ in layout))
             replace = transformer_options.setdefault("patches_replace", {}).setdefault("dit", {})
             for position, (kind, index) in enumerate(layout):
                 key = (kind.replace_key, index)
                 previous = _unwrap(replace.get(key))
-                replace[key] = _mark(self._block_replacement(kind, index, position, len(layout), previous), previous)
+                replace[key] = _mark(self._block_replacement(kind, index, position, len(layout), kinds, previous),
+                                     previous)
         if any(p.uses("around_attention") for p in self.patches):
             previous = _unwrap(transformer_options.get("optimized_attention_override"))
             transformer_options["optimized_attention_override"] = _mark(self._attention_override(previous), previous)
 
-    def _block_replacement(self, kind: BlockKind, index: int, position: int, total: int, previous):
+    def _block_replacement(self, kind: BlockKind, index: int, position: int, total: int, kinds: tuple[str, ...],
+                           previous):
         patches = [p for p in self.patches
                    if p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")]
 
@@ -106,16 +110,17 @@ class AccelHost:
                 return previous(a, extra) if previous is not None else original(a)
 
             to = args.get("transformer_options") or {}
-            run, ctx = to.get(RUN_KEY), to.get(CTX_KEY)
-            if run is None or ctx is None:  # called outside a dit-accel run (another sampler path): stay out of it
+            run = to.get(RUN_KEY)
+            if run is None:  # called outside a dit-accel run (another sampler path): stay out of it
                 return run_real(args)
+            ctx = _context(to, args[kind.stream_keys[0]].shape[0])
 
             def counted(a: dict) -> dict:
                 run.ledger.blocks_run += 1
                 return run_real(a)
 
             run.ledger.blocks_total += 1
-            call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys)
+            call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys, kinds)
             if position == 0:
                 for p in patches:
                     p.before_blocks(run, ctx, call)
@@ -137,10 +142,11 @@ class AccelHost:
         def override(func, *args, **kwargs):
             backend = func if previous is None else (lambda *a, **k: previous(func, *a, **k))
             to = kwargs.get("transformer_options") or {}
-            run, ctx = to.get(RUN_KEY), to.get(CTX_KEY)
-            if run is None or ctx is None:
+            run = to.get(RUN_KEY)
+            if run is None:
                 return backend(*args, **kwargs)
             call = adapter.attention_call(backend, args, kwargs)
+            ctx = _context(to, call.q.shape[0])
 
             def run_attention(c: AttentionCall) -> torch.Tensor:
                 return c.backend(c.q, c.k, c.v)
@@ -153,10 +159,19 @@ class AccelHost:
         return override
 
 
+def _context(transformer_options: dict, batch_size: int) -> StepContext:
+    """The call's step context: the one the DIFFUSION_MODEL wrapper built, or built here for families that have
+    no such wrapper (SD3) or a call the wrapper did not see."""
+    ctx = transformer_options.get(CTX_KEY)
+    if ctx is None or ctx.batch_size != batch_size:
+        ctx = StepContext.from_transformer_options(transformer_options, batch_size)
+        transformer_options[CTX_KEY] = ctx
+    return ctx
+
+
 def _bind_block(patch: DiTPatch, run, ctx, call: BlockCall, inner):
     def run_block(a: dict) -> dict:
-        return patch.around_block(run, ctx, BlockCall(call.position, call.total, call.kind, call.index, a,
-                                                      call.stream_keys), inner)
+        return patch.around_block(run, ctx, dataclasses.replace(call, args=a), inner)
     return run_block
 
 

@@ -24,6 +24,7 @@ class BlockCall:
     index: int             # index within its kind
     args: dict             # the family's replacement args (stream tensors under `stream_keys`, plus the rest)
     stream_keys: tuple[str, ...]  # the keys holding the token streams a block returns ("img", or "img" and "txt")
+    layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order ("double", "single")
 
     @property
     def hidden(self) -> torch.Tensor:

@@ -82,11 +82,9 @@ def main():
         variants[f"LazyCache {t}"] = lambda t=t: core(LazyCacheNode, t)
     for level in ("quality", "balanced", "fast"):
         variants[f"dit-accel {level}"] = lambda level=level: apply_patch(base, BlockCachePatch(preset("wan", level)))
-    for t, c in ((0.05, 1), (0.2, 1), (0.2, 2), (1.0, 2), (1.0, 3)):
-        cfg = BlockCacheConfig(gate="block", threshold=t, max_consecutive=c)
-        variants[f"dit-accel block {t}/{c}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
-    variants["dit-accel static 3"] = lambda: apply_patch(base, BlockCachePatch(
-        BlockCacheConfig(gate="static", interval=3)))
+    for c, order in ((1, 0), (2, 0), (3, 0), (2, 1)):
+        cfg = BlockCacheConfig(gate="block", threshold=1.0, max_consecutive=c, forecast_order=order)
+        variants[f"dit-accel block c{c} order {order}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
 
     full_images, full_rows = sample(base)
     labels_all = labels.repeat(args.seeds)

@@ -31,7 +31,9 @@ class FamilyAdapter:
     transformer_options_arg: int = -1   # position of transformer_options in the DIFFUSION_MODEL wrapper's args
 
     def matches(self, diffusion_model: torch.nn.Module) -> bool:
-        return type(diffusion_model).__name__ in self.class_names
+        # By class name along the MRO: subclasses (Wan VACE, camera, ...) share the block loop and its hooks, and
+        # no ComfyUI import is needed to tell.
+        return any(c.__name__ in self.class_names for c in type(diffusion_model).__mro__)
 
     def check_supported(self, diffusion_model: torch.nn.Module) -> None:
         """Raise with a clear message if this instance of the family cannot be served (overridden per family)."""
@@ -46,10 +48,40 @@ class FamilyAdapter:
             to = args[self.transformer_options_arg]
         return to if isinstance(to, dict) else None
 
+    # Attention: ComfyUI's backends share one signature, (q, k, v, heads, mask=None, attn_precision=None,
+    # skip_reshape=False, skip_output_reshape=False, **kwargs). With skip_reshape the tensors are already
+    # (B, H, L, D); without it they are (B, L, H*D), except SD3's v, which is (B, L, H, D).
+    attention_kind: str = "auto"  # "joint" for text+image attention in one call; "auto" tells self/cross by length
+
     def attention_call(self, backend: Callable, args: tuple, kwargs: dict) -> AttentionCall:
         """Normalise one attention call of this family into an AttentionCall (q, k, v as B, H, L, D)."""
-        raise NotImplementedError
+        q, k, v = args[:3]
+        heads = kwargs["heads"] if "heads" in kwargs else args[3]
+        rest_args = args[4:]
+        rest = {key: val for key, val in kwargs.items() if key not in ("heads", "skip_reshape", "skip_output_reshape")}
+        to = kwargs.get("transformer_options") or {}
+
+        def run_backend(q_, k_, v_):
+            out = backend(q_, k_, v_, heads, *rest_args, skip_reshape=True, skip_output_reshape=True, **rest)
+            return out
+
+        bq, bk, bv = (_to_bhld(t, heads, kwargs.get("skip_reshape", False)) for t in (q, k, v))
+        kind = self.attention_kind if self.attention_kind != "auto" else \
+            ("self" if bk.shape[2] == bq.shape[2] else "cross")
+        return AttentionCall(bq, bk, bv, kind, to.get("block_type"), to.get("block_index"), run_backend)
 
     def attention_output(self, out_bhld: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
         """Lay a (B, H, L, D) result out the way this family's call site expects."""
-        raise NotImplementedError
+        if kwargs.get("skip_output_reshape", False):
+            return out_bhld
+        b, h, l, d = out_bhld.shape
+        return out_bhld.transpose(1, 2).reshape(b, l, h * d)
+
+
+def _to_bhld(t: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+    if skip_reshape:
+        return t
+    if t.dim() == 4:  # (B, L, H, D): SD3's value tensor
+        return t.transpose(1, 2)
+    b, l, inner = t.shape
+    return t.view(b, l, heads, inner // heads).transpose(1, 2)

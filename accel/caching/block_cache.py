@@ -121,8 +121,11 @@ class BlockCachePatch(DiTPatch):
 
     # ---- helpers -----------------------------------------------------------------------------------------
     def _streams(self, run: RunState, ctx: StepContext, hidden: torch.Tensor):
+        # State is keyed on the first block's input, whatever block asks: a Flux single block's joint sequence
+        # has another shape than a double block's image stream, and must not look like a new resolution.
+        like = run.data(self.name + ".input", dict).get("hidden", hidden)
         for s in ctx.streams:
-            state = run.stream_state(self.name, s.key, hidden[s.rows], BlockCacheStream)
+            state = run.stream_state(self.name, s.key, like[s.rows], BlockCacheStream)
             rows = s.rows.stop - s.rows.start
             if state.accumulated is None:
                 state.accumulated = torch.zeros(rows, device=hidden.device)
@@ -134,8 +137,14 @@ class BlockCachePatch(DiTPatch):
         return run.data(self.name, BlockCacheStats)
 
     # ---- hooks -------------------------------------------------------------------------------------------
+    def _per_block(self, call: BlockCall) -> bool:
+        # A residual over the whole stack needs streams of one shape from start to end; models with several block
+        # kinds (Flux: double then single, on a joint sequence) reuse per block instead.
+        return self.config.per_block or len(call.layout_kinds) > 1
+
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
-        run.data(self.name + ".input", dict)["hidden"] = call.hidden
+        # Copies, not references: ComfyUI's blocks update their input in place (Flux's and LTX's addcmul_).
+        run.data(self.name + ".input", dict)["hidden"] = call.hidden.clone()
         stats = self._stats(run)
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         if self.config.gate == "static":
@@ -159,22 +168,25 @@ class BlockCachePatch(DiTPatch):
             return out
         if cfg.gate == "block":
             self._block_decision(run, ctx, call)
-        if call.position == cfg.span_start and not cfg.per_block:
+        per_block = self._per_block(call)
+        if call.position == cfg.span_start and not per_block:
             for s, state in self._streams(run, ctx, call.hidden):
-                state.span_input = {k: call.args[k][s.rows] for k in call.stream_keys}
+                state.span_input = {k: call.args[k][s.rows].clone() for k in call.stream_keys}
         reuse = self._batch_reuse(run, ctx, call.hidden)
         if cfg.gate == "block" or stats.span_compute_rows is None:
             # The host sync: once per model call (once per block for the block gate, whose decision is per block).
             stats.span_compute_rows = [i for i, r in enumerate(to_host(reuse)) if not r]
         compute_rows = stats.span_compute_rows
         stats.row_blocks_run += len(compute_rows)
+        inputs = {k: call.args[k].clone() for k in call.stream_keys if call.args.get(k) is not None} \
+            if per_block else None
         out = run_rows(run_block, call, compute_rows)
-        if cfg.per_block:
-            self._apply_block_residuals(run, ctx, call, out, reuse)
+        if per_block:
+            self._apply_block_residuals(run, ctx, call, inputs, out, reuse)
         return out
 
     def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
-        if self.config.per_block:
+        if self._per_block(call):
             self._finish_rows(run, ctx, call.hidden)
             return out
         out = dict(out)
@@ -257,7 +269,7 @@ class BlockCachePatch(DiTPatch):
             reuse, total = accumulated_change_gate(state.block_accumulated.get(p, zeros), change, cfg.threshold,
                                                    consecutive, cfg.max_consecutive, have)
             proposals.append((state, reuse, total))
-            state.block_input[p] = current
+            state.block_input[p] = current.clone()
         joint = self._decide_jointly(run, ctx, p, proposals)
         for state, _, total in proposals:
             consecutive = state.block_consecutive.get(p, torch.zeros_like(state.consecutive))
@@ -291,14 +303,15 @@ class BlockCachePatch(DiTPatch):
                          torch.zeros(rows, dtype=torch.bool, device=hidden.device))
         return torch.cat(parts)
 
-    def _apply_block_residuals(self, run, ctx, call: BlockCall, out: dict, reuse: torch.Tensor) -> None:
+    def _apply_block_residuals(self, run, ctx, call: BlockCall, inputs: dict, out: dict,
+                               reuse: torch.Tensor) -> None:
         p = call.position
         for s, state in self._streams(run, ctx, call.hidden):
             mask_rows = reuse[s.rows]
             for key in call.stream_keys:
-                if out.get(key) is None:
+                if out.get(key) is None or key not in inputs:
                     continue
-                inp, res = call.args[key][s.rows], out[key][s.rows]
+                inp, res = inputs[key][s.rows], out[key][s.rows]
                 predictor = state.block_residual.setdefault((p, key), TaylorResidual(self.config.forecast_order))
                 if not predictor.empty:
                     mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))

@@ -70,24 +70,24 @@ def test_block_cache_bad_settings_name_the_fix(node_registry):
 
 
 def test_unsupported_model_is_a_clear_error(node_registry, comfy_root):
-    """A Flux model (tiny, random) is not served yet: the error names the model and the supported families."""
-    import comfy.ldm.flux.model
+    """A Lumina 2 model (tiny, random) is not served yet: the error names the model and the supported families."""
+    import comfy.ldm.lumina.model
     import comfy.model_patcher
     import comfy.ops
-    flux = comfy.ldm.flux.model.Flux(in_channels=4, out_channels=4, vec_in_dim=None, context_in_dim=32,
-                                     hidden_size=64, mlp_ratio=4.0, num_heads=4, depth=1, depth_single_blocks=1,
-                                     axes_dim=[4, 6, 6], theta=10000, patch_size=2, qkv_bias=True,
-                                     guidance_embed=False, txt_ids_dims=[], operations=comfy.ops.disable_weight_init,
-                                     dtype=torch.float32, device="cpu")
+    lumina = comfy.ldm.lumina.model.NextDiT(patch_size=2, in_channels=4, dim=64, n_layers=2, n_refiner_layers=1,
+                                            n_heads=4, n_kv_heads=4, multiple_of=16, ffn_dim_multiplier=4.0,
+                                            qk_norm=True, cap_feat_dim=32, axes_dims=[4, 6, 6],
+                                            axes_lens=[64, 64, 64], operations=comfy.ops.disable_weight_init,
+                                            dtype=torch.float32, device="cpu")
 
     class Holder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.diffusion_model = flux
+            self.diffusion_model = lumina
 
     patcher = comfy.model_patcher.ModelPatcher(Holder(), torch.device("cpu"), torch.device("cpu"))
     from dit_accel.accel.adapters.registry import UnsupportedModelError
-    with pytest.raises(UnsupportedModelError, match=r"'Flux'.*Supported families: .*wan"):
-        from dit_accel.nodes.comfy_bridge import apply_patch
-        from dit_accel.accel.caching import BlockCachePatch
+    from dit_accel.accel.caching import BlockCachePatch
+    from dit_accel.nodes.comfy_bridge import apply_patch
+    with pytest.raises(UnsupportedModelError, match=r"'NextDiT'.*Supported families: .*flux.*wan"):
         apply_patch(patcher, BlockCachePatch())

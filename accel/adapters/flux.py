@@ -1,0 +1,37 @@
+"""Flux 1 / Flux 2 (`comfy/ldm/flux/model.py` `Flux`) and Chroma (`comfy/ldm/chroma/model.py`, flux-layer blocks).
+
+Hooks used, no forward copied (checked against ComfyUI 0.8.0 and 0.33.0):
+  * `patches_replace["dit"][("double_block", i)]`: args {"img", "txt", "vec", "pe", "attn_mask",
+    "transformer_options"}, returns {"img", "txt"};
+  * `patches_replace["dit"][("single_block", i)]`: args {"img", "vec", "pe", "attn_mask", "transformer_options"},
+    returns {"img"}, where img is the joint [txt | img] sequence;
+  * attention through `optimized_attention_override`: (B, H, L, D) with `skip_reshape=True`, heads positional,
+    joint text+image tokens;
+  * DIFFUSION_MODEL wrapper: transformer_options at args[7] (Flux) / args[5] (Chroma).
+Chroma skips the blocks listed in `skip_mmdit` / `skip_dit` without consulting the replacement.
+"""
+from __future__ import annotations
+
+from .base import BlockKind, FamilyAdapter
+from .registry import register_adapter
+
+DOUBLE = BlockKind("double", "double_block", lambda m: len(m.double_blocks), ("img", "txt"))
+SINGLE = BlockKind("single", "single_block", lambda m: len(m.single_blocks), ("img",))
+
+
+@register_adapter
+class FluxAdapter(FamilyAdapter):
+    name = "flux"
+    class_names = ("Flux",)
+    block_kinds = (DOUBLE, SINGLE)
+    transformer_options_arg = 7
+    attention_kind = "joint"
+
+
+@register_adapter
+class ChromaAdapter(FamilyAdapter):
+    name = "chroma"
+    class_names = ("Chroma",)
+    block_kinds = (DOUBLE, SINGLE)
+    transformer_options_arg = 5
+    attention_kind = "joint"

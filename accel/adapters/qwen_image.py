@@ -1,0 +1,21 @@
+"""Qwen-Image (`comfy/ldm/qwen_image/model.py` `QwenImageTransformer2DModel`).
+
+Hooks used, no forward copied (checked against ComfyUI 0.8.0 and 0.33.0):
+  * `patches_replace["dit"][("double_block", i)]`: args {"img", "txt", "vec", "pe", "transformer_options"},
+    returns {"img", "txt"} (the text mask and timestep_zero_index are closed over by ComfyUI);
+  * attention: (B, H, L, D) with `skip_reshape=True`, heads and mask positional, joint [txt | img];
+  * DIFFUSION_MODEL wrapper: transformer_options at args[6].
+"""
+from __future__ import annotations
+
+from .base import BlockKind, FamilyAdapter
+from .registry import register_adapter
+
+
+@register_adapter
+class QwenImageAdapter(FamilyAdapter):
+    name = "qwen_image"
+    class_names = ("QwenImageTransformer2DModel",)
+    block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img", "txt")),)
+    transformer_options_arg = 6
+    attention_kind = "joint"

@@ -1,0 +1,22 @@
+"""SD3 / SD3.5 MMDiT (`comfy/ldm/modules/diffusionmodules/mmdit.py` `OpenAISignatureMMDITWrapper`).
+
+Hooks used, no forward copied (checked against ComfyUI 0.8.0 and 0.33.0):
+  * `patches_replace["dit"][("double_block", i)]`: args {"img", "txt", "vec", "transformer_options"}, returns
+    {"img", "txt"}; txt is None after the last block (pre_only);
+  * attention: q, k (B, L, H*D) but v (B, L, H, D), `heads=` keyword, joint [context | x];
+  * this family has no DIFFUSION_MODEL wrapper and writes no block keys: the host builds the step context at the
+    first block instead, and knows the block from its own replacement.
+"""
+from __future__ import annotations
+
+from .base import BlockKind, FamilyAdapter
+from .registry import register_adapter
+
+
+@register_adapter
+class SD3Adapter(FamilyAdapter):
+    name = "sd3"
+    class_names = ("MMDiT",)
+    block_kinds = (BlockKind("block", "double_block", lambda m: len(m.joint_blocks), ("img", "txt")),)
+    transformer_options_arg = -1
+    attention_kind = "joint"
