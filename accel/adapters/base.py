@@ -6,6 +6,8 @@ override) the same way for every family that offers those hooks.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,8 +37,17 @@ class FamilyAdapter:
         # no ComfyUI import is needed to tell.
         return any(c.__name__ in self.class_names for c in type(diffusion_model).__mro__)
 
-    def check_supported(self, diffusion_model: torch.nn.Module) -> None:
-        """Raise with a clear message if this instance of the family cannot be served (overridden per family)."""
+    def missing_hooks(self, model_class: type) -> list[str]:
+        """The block-replacement hooks this adapter relies on that the installed model class no longer consults.
+
+        Read from the class's source (and its bases'), so a ComfyUI update that renames or drops a hook disables the
+        family with a clear message instead of silently running unpatched.
+        """
+        source = _class_source(model_class)
+        if source is None:  # no source to read (a compiled or generated class): trust the class name
+            return []
+        return [f'patches_replace["dit"][("{k.replace_key}", i)]' for k in self.block_kinds
+                if f'"{k.replace_key}"' not in source and f"'{k.replace_key}'" not in source]
 
     def block_layout(self, diffusion_model: torch.nn.Module) -> list[tuple[BlockKind, int]]:
         """Every block in execution order, as (kind, index within kind)."""
@@ -76,6 +87,19 @@ class FamilyAdapter:
             return out_bhld
         b, h, l, d = out_bhld.shape
         return out_bhld.transpose(1, 2).reshape(b, l, h * d)
+
+
+@functools.lru_cache(maxsize=None)
+def _class_source(model_class: type) -> str | None:
+    parts = []
+    for cls in model_class.__mro__:
+        if cls is object or cls.__module__.split(".")[0] == "torch":
+            continue
+        try:
+            parts.append(inspect.getsource(cls))
+        except (OSError, TypeError):
+            return None
+    return "\n".join(parts)
 
 
 def _to_bhld(t: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:

@@ -37,8 +37,15 @@ def _load_builtin() -> None:
         try:
             importlib.import_module(f"{__package__}.{module}")
         except Exception as err:  # noqa: BLE001 - any failure disables just that family
-            _DISABLED[module] = f"{type(err).__name__}: {err}"
-            log.warning("dit-accel: model family %r disabled: %s", module, _DISABLED[module])
+            _disable(module, f"{type(err).__name__}: {err}")
+
+
+def _disable(name: str, why: str) -> None:
+    """Disable a family once, with one warning, and keep it out of the supported list."""
+    if name not in _DISABLED:
+        _DISABLED[name] = why
+        log.warning("dit-accel: model family %r disabled: %s", name, why)
+    _ADAPTERS.pop(name, None)
 
 
 def supported_families() -> list[str]:
@@ -56,7 +63,11 @@ def adapter_for(diffusion_model: torch.nn.Module) -> FamilyAdapter:
     _load_builtin()
     for adapter in _ADAPTERS.values():
         if adapter.matches(diffusion_model):
-            adapter.check_supported(diffusion_model)
+            missing = adapter.missing_hooks(type(diffusion_model))
+            if missing:
+                _disable(adapter.name, f"{type(diffusion_model).__name__} no longer consults {', '.join(missing)} "
+                                       "in this ComfyUI")
+                break
             return adapter
     disabled = "".join(f"; {name} is disabled ({why})" for name, why in _DISABLED.items())
     raise UnsupportedModelError(

@@ -149,3 +149,26 @@ def test_a_broken_family_disables_itself_with_one_warning(monkeypatch, caplog):
     assert len(warnings) == 1 and "disabled" in warnings[0].getMessage()
     with pytest.raises(UnsupportedModelError, match="no_such_family is disabled"):
         adapter_for(torch.nn.Linear(2, 2))
+
+
+def test_a_family_whose_hooks_changed_disables_itself_once(monkeypatch, caplog):
+    """A ComfyUI whose Wan forward no longer consults patches_replace: one warning, a clear error, pack imports."""
+    from dit_accel.accel.adapters import registry
+
+    monkeypatch.setattr(registry, "_ADAPTERS", dict(registry._ADAPTERS))
+    monkeypatch.setattr(registry, "_DISABLED", {})
+
+    class WanModel(torch.nn.Module):  # same class name as ComfyUI's, forward without the block hook
+        def forward(self, x):
+            return x
+
+    with caplog.at_level("WARNING", logger="dit_accel"):
+        for _ in range(2):
+            with pytest.raises(UnsupportedModelError, match=r"wan is disabled \(WanModel no longer consults"):
+                adapter_for(WanModel())
+    assert len([r for r in caplog.records if "disabled" in r.getMessage()]) == 1
+    assert "wan" not in registry.supported_families()
+    import importlib
+
+    import dit_accel
+    importlib.reload(dit_accel)  # the pack still imports
