@@ -29,9 +29,9 @@ class FluxAdapter(FamilyAdapter):
 
 
 @register_adapter
-class ChromaAdapter(FamilyAdapter):
+class ChromaAdapter(FluxAdapter):
+    """Same blocks and attention as Flux; only the class and the wrapper's argument position differ."""
+
     name = "chroma"
     class_names = ("Chroma",)
-    block_kinds = (DOUBLE, SINGLE)
     transformer_options_arg = 5
-    attention_kind = "joint"

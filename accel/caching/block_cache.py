@@ -143,8 +143,10 @@ class BlockCachePatch(DiTPatch):
         return self.config.per_block or len(call.layout_kinds) > 1
 
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
-        # Copies, not references: ComfyUI's blocks update their input in place (Flux's and LTX's addcmul_).
-        run.data(self.name + ".input", dict)["hidden"] = call.hidden.clone()
+        # The first-block gate needs the stack input's values after block 0 ran, and ComfyUI's blocks may update
+        # their input in place (Flux's and LTX's addcmul_): keep a copy then. Otherwise only its shape is used.
+        hidden = call.hidden.clone() if self.config.gate == "first_block" else call.hidden
+        run.data(self.name + ".input", dict)["hidden"] = hidden
         stats = self._stats(run)
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         if self.config.gate == "static":
