@@ -10,7 +10,7 @@ from .comfy_bridge import apply_patch
 from .compat import ADVANCED
 
 CUSTOM = "custom"
-_DEFAULT = BlockCacheConfig()
+_DEFAULT = preset("wan", "balanced")  # "custom" starts from the measured balanced setting
 
 
 class DiTBlockCache(io.ComfyNode):
@@ -33,7 +33,7 @@ class DiTBlockCache(io.ComfyNode):
                 io.Float.Input("threshold", default=_DEFAULT.threshold, min=0.0, max=10.0, step=0.01,
                                **ADVANCED, tooltip="custom only: accumulated relative change under which a "
                                                       "block is reused. 0 turns caching off (exact output)."),
-                io.Combo.Input("gate", options=list(GATES), default="block", **ADVANCED,
+                io.Combo.Input("gate", options=list(GATES), default=_DEFAULT.gate, **ADVANCED,
                                tooltip="custom only: block = decide per block from how far its input moved; "
                                        "first_block = compute the first block, skip the rest while its output is "
                                        "steady; static = compute every `interval` steps."),
@@ -43,19 +43,21 @@ class DiTBlockCache(io.ComfyNode):
                                                       "per block)."),
                 io.Int.Input("interval", default=_DEFAULT.interval, min=1, max=10, **ADVANCED,
                              tooltip="custom, static gate only: compute every N-th step."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, **ADVANCED,
+                io.Float.Input("start_percent", default=_DEFAULT.start_percent, min=0.0, max=1.0, step=0.01,
+                               **ADVANCED,
                                tooltip="custom only: no reuse before this fraction of the schedule."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, **ADVANCED,
+                io.Float.Input("end_percent", default=_DEFAULT.end_percent, min=0.0, max=1.0, step=0.01,
+                               **ADVANCED,
                                tooltip="custom only: no reuse after this fraction of the schedule."),
                 io.Int.Input("warmup_steps", default=_DEFAULT.warmup_steps, min=0, max=100, **ADVANCED,
                              tooltip="custom only: first steps always computed."),
                 io.Int.Input("final_steps", default=_DEFAULT.final_steps, min=0, max=100, **ADVANCED,
                              tooltip="custom only: last steps always computed (skipping the final step costs "
                                      "the most detail)."),
-                io.Int.Input("max_consecutive", default=2, min=0, max=100, **ADVANCED,
+                io.Int.Input("max_consecutive", default=_DEFAULT.max_consecutive, min=0, max=100, **ADVANCED,
                              tooltip="custom only: at most this many reuses in a row before a block is computed "
                                      "again."),
-                io.Int.Input("forecast_order", default=2, min=0, max=3, **ADVANCED,
+                io.Int.Input("forecast_order", default=_DEFAULT.forecast_order, min=0, max=3, **ADVANCED,
                              tooltip="custom only: 0 reuses a skipped block's cached residual; 1-3 forecast it "
                                      "with a Taylor expansion over the computed steps (TaylorSeer). 2 is best on "
                                      "the reference model."),
