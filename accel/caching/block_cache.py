@@ -111,6 +111,7 @@ class BlockCacheStats:
     row_blocks_total: int = 0
     total_steps: int = 0
     span_compute_rows: list[int] | None = None  # this call's rows to compute, read back once per call
+    several_kinds: bool = False                 # the model has several block kinds (reuse was per block)
 
 
 class BlockCachePatch(DiTPatch):
@@ -142,6 +143,9 @@ class BlockCachePatch(DiTPatch):
         # kinds (Flux: double then single, on a joint sequence) reuse per block instead.
         return self.config.per_block or len(call.layout_kinds) > 1
 
+    def _per_block_config_or_seen(self, run: RunState) -> bool:
+        return self.config.per_block or self._stats(run).several_kinds
+
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
         # The first-block gate needs the stack input's values after block 0 ran, and ComfyUI's blocks may update
         # their input in place (Flux's and LTX's addcmul_): keep a copy then. Otherwise only its shape is used.
@@ -149,6 +153,7 @@ class BlockCachePatch(DiTPatch):
         run.data(self.name + ".input", dict)["hidden"] = hidden
         stats = self._stats(run)
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
+        stats.several_kinds = len(call.layout_kinds) > 1
         if self.config.gate == "static":
             allowed = self.config.window.allows_reuse(ctx) and not self.config.off
             for s, state in self._streams(run, ctx, call.hidden):
@@ -215,9 +220,12 @@ class BlockCachePatch(DiTPatch):
         if stats.row_blocks_total == 0:
             return None
         speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
-        line = (f"blockcache ({cfg.gate} gate, {cfg.granularity if not cfg.gate == 'block' else 'block'} reuse, "
-                f"threshold {cfg.threshold:g}): computed {stats.row_blocks_run}/{stats.row_blocks_total} "
-                f"block evaluations, {speedup:.2f}x block compute speedup")
+        setting = f"every {cfg.interval} steps" if cfg.gate == "static" else f"threshold {cfg.threshold:g}"
+        reuse = "block" if self._per_block_config_or_seen(run) else cfg.granularity
+        forecast = f", order-{cfg.forecast_order} forecast" if cfg.forecast_order else ""
+        line = (f"blockcache ({cfg.gate} gate, {setting}, {reuse} reuse{forecast}): computed "
+                f"{stats.row_blocks_run}/{stats.row_blocks_total} block evaluations, {speedup:.2f}x block compute "
+                "speedup")
         if cfg.off:
             line += ". Caching is off at this setting: outputs equal the unpatched model."
         elif stats.total_steps and stats.row_blocks_run == stats.row_blocks_total:

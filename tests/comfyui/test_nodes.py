@@ -91,3 +91,29 @@ def test_unsupported_model_is_a_clear_error(node_registry, comfy_root):
     from dit_accel.nodes.comfy_bridge import apply_patch
     with pytest.raises(UnsupportedModelError, match=r"'NextDiT'.*Supported families: .*flux.*wan"):
         apply_patch(patcher, BlockCachePatch())
+
+
+def _sample_with(model, positive, negative, latent, steps=12, denoise=1.0):
+    import nodes
+    return nodes.common_ksampler(model, 5, steps, 4.0, "euler", "simple", positive, negative, latent,
+                                 denoise=denoise)[0]["samples"]
+
+
+def test_block_cache_on_partial_denoise_and_several_conds(node_registry):
+    """img2img (sampling starts mid-schedule) and two positive conditionings (three streams per call)."""
+    from dit_accel.reference import latent as codec
+    from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    off = _execute(node_registry, "DiTAccelBlockCache", model=model, **CUSTOM_OFF)[0]
+    balanced = _execute(node_registry, "DiTAccelBlockCache", model=model, **{**CUSTOM_OFF, "speed": "balanced"})[0]
+    start = {"samples": codec.encode(torch.rand(2, 1, 128, 128))}
+    two_conds = [[label_context([3, 3]), {}], [label_context([8, 8]), {"strength": 0.5}]]
+    negative = [[label_context([UNCONDITIONAL] * 2), {}]]
+    for positive, latent, denoise in ((two_conds, {"samples": torch.zeros(2, 16, 1, 32, 32)}, 1.0),
+                                      ([[label_context([5, 5]), {}]], start, 0.6)):
+        plain = _sample_with(model, positive, negative, latent, denoise=denoise)
+        assert torch.equal(_sample_with(off, positive, negative, latent, denoise=denoise), plain)
+        cached = _sample_with(balanced, positive, negative, latent, denoise=denoise)
+        assert torch.isfinite(cached).all() and cached.shape == plain.shape
+        psnr = 10 * torch.log10(1 / ((codec.decode(cached) - codec.decode(plain)) ** 2).mean())
+        assert psnr > 20
