@@ -117,3 +117,32 @@ def test_block_cache_on_partial_denoise_and_several_conds(node_registry):
         assert torch.isfinite(cached).all() and cached.shape == plain.shape
         psnr = 10 * torch.log10(1 / ((codec.decode(cached) - codec.decode(plain)) ** 2).mean())
         assert psnr > 20
+
+
+def test_block_cache_chains_with_a_lora_before_or_after(node_registry):
+    """A LoRA applied through ComfyUI's loader before or after our node is applied, and caching still works."""
+    import comfy.sd
+    from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    gen = torch.Generator().manual_seed(0)
+    lora = {}
+    for i in range(4):
+        key = f"diffusion_model.blocks.{i}.self_attn.q"
+        lora[f"{key}.lora_up.weight"] = torch.randn(256, 4, generator=gen) * 0.2
+        lora[f"{key}.lora_down.weight"] = torch.randn(4, 256, generator=gen) * 0.2
+
+    def with_lora(m):
+        return comfy.sd.load_lora_for_models(m, None, lora, 1.0, 0.0)[0]
+
+    def cache(m, **settings):
+        return _execute(node_registry, "DiTAccelBlockCache", model=m, **{**CUSTOM_OFF, **settings})[0]
+
+    positive, negative = [[label_context([2, 6]), {}]], [[label_context([UNCONDITIONAL] * 2), {}]]
+    latent = {"samples": torch.zeros(2, 16, 1, 32, 32)}
+    plain = _sample_with(model, positive, negative, latent)
+    lora_only = _sample_with(with_lora(model), positive, negative, latent)
+    assert not torch.equal(plain, lora_only), "the LoRA changed nothing: the test would prove nothing"
+    assert torch.equal(_sample_with(cache(with_lora(model)), positive, negative, latent), lora_only)
+    assert torch.equal(_sample_with(with_lora(cache(model)), positive, negative, latent), lora_only)
+    cached = _sample_with(with_lora(cache(model, speed="balanced")), positive, negative, latent)
+    assert (cached - lora_only).abs().mean() < (plain - lora_only).abs().mean()
