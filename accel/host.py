@@ -41,6 +41,10 @@ class AccelHost:
 
     def with_patch(self, patch: DiTPatch) -> "AccelHost":
         """A new host with one more patch (a later node in the graph); the original is left as it was."""
+        if any(p.name == patch.name for p in self.patches):
+            # Per-run state is keyed by the patch's name: two of a kind would overwrite each other's caches.
+            raise ValueError(f"this MODEL already has a dit-accel {patch.name!r} node upstream; use one such node "
+                             "per model (remove or bypass the other one)")
         return AccelHost(self.adapter, self.patches + (patch,))
 
     # ---- run lifecycle -------------------------------------------------------------------------------------

@@ -59,7 +59,9 @@ def test_noop_patches_are_bit_identical_and_see_every_block(tiny_wan):
 
 def test_first_patch_added_is_outermost(tiny_wan):
     log = []
-    host = AccelHost(adapter_for(tiny_wan)).with_patch(Recorder(log, "outer")).with_patch(Recorder(log, "inner"))
+    inner = Recorder(log, "inner")
+    inner.name = "recorder-inner"
+    host = AccelHost(adapter_for(tiny_wan)).with_patch(Recorder(log, "outer")).with_patch(inner)
     with accelerated(host, tiny_wan) as (fn, _, _):
         _sample(fn, steps=1)
     first_block = [(e[0], e[1]) for e in log if e[1] in ("enter", "exit") and e[2] == 0]
@@ -172,3 +174,9 @@ def test_a_family_whose_hooks_changed_disables_itself_once(monkeypatch, caplog):
 
     import dit_accel
     importlib.reload(dit_accel)  # the pack still imports
+
+
+def test_the_same_method_twice_on_one_model_is_a_clear_error(tiny_wan):
+    host = AccelHost(adapter_for(tiny_wan)).with_patch(Recorder([], "a"))
+    with pytest.raises(ValueError, match="already has a dit-accel 'recorder' node upstream"):
+        host.with_patch(Recorder([], "b"))

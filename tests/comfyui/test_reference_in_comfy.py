@@ -98,6 +98,7 @@ def test_two_dit_accel_nodes_share_one_host(reference_patcher):
     from dit_accel.nodes.comfy_bridge import apply_patch
 
     first, second = Probe(), Probe()
+    second.name = "probe-2"  # one node per method and model: two of the same name are refused
     model = apply_patch(apply_patch(reference_patcher, first), second)
     comfy_sample(model, steps=2)
     assert len(first.blocks) == len(second.blocks) == 16  # each patch ran once per block, not twice
