@@ -1,6 +1,7 @@
 """Our block cache vs ComfyUI's own EasyCache and LazyCache, on the reference model, through ComfyUI's sampler.
 
-    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/compare_core_caches.py [--seeds 2] [--steps 20]
+    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/compare_core_caches.py [--seeds 2] [--steps 20] \
+        [--json out.json] [--plot docs/cache_curves.png]
 
 Compute is counted the same way for every method: a counting block replacement installed on the base model before
 any cache node counts the rows each real block call processes (EasyCache skips whole forwards, ours skips blocks or
@@ -9,6 +10,7 @@ rows). Quality is PSNR against the full-compute images and the bundled classifie
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -37,6 +39,8 @@ def main():
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--plot", type=Path, help="draw PSNR against compute speedup here (needs matplotlib)")
     args = p.parse_args()
     version = setup_comfy()
     import comfy.sd
@@ -92,12 +96,47 @@ def main():
     print(f"ComfyUI {version}, reference model, {args.steps} steps, CFG {args.cfg}, {len(full_images)} images; "
           f"full: class accuracy {full_acc:.3f}")
     print(f"{'method':26s} {'compute x':>9s} {'PSNR dB':>8s} {'class acc':>9s}")
+    rows_out = []
     for name, build in variants.items():
         images, rows = sample(build())
         mse = ((images - full_images) ** 2).flatten(1).mean(1).clamp_min(1e-10)
         psnr = float((10 * torch.log10(1 / mse)).mean())
         acc = float((classifier.predict(images) == labels_all).float().mean())
+        rows_out.append({"method": name, "speedup_compute": full_rows / rows, "psnr_db": psnr, "class_accuracy": acc})
         print(f"{name:26s} {full_rows / rows:9.2f} {psnr:8.1f} {acc:9.3f}", flush=True)
+    meta = {"comfyui": version, "steps": args.steps, "cfg": args.cfg, "images": len(full_images)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**meta, "rows": rows_out}, indent=2) + "\n")
+    if args.plot:
+        plot_curves(rows_out, meta, args.plot)
+
+
+def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    families = {"EasyCache": [], "LazyCache": [], "dit-accel presets": [], "dit-accel, no forecast": []}
+    for r in rows:
+        name = r["method"]
+        key = ("EasyCache" if name.startswith("EasyCache") else "LazyCache" if name.startswith("LazyCache")
+               else "dit-accel, no forecast" if "order 0" in name else "dit-accel presets" if "block" not in name
+               else None)
+        if key:
+            families[key].append((r["speedup_compute"], min(r["psnr_db"], 60.0)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in families.items():
+        points = sorted(p for p in points if p[0] > 1.01)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_xlabel("compute speedup (block rows executed, full / method)")
+    ax.set_ylabel("PSNR vs full compute (dB)")
+    ax.set_title(f"reference model, ComfyUI {meta['comfyui']}, {meta['steps']} steps, CFG {meta['cfg']:g}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
