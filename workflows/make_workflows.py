@@ -71,7 +71,42 @@ def reference_with_and_without_acceleration() -> dict:
     return g.to_json()
 
 
-WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_with_and_without_acceleration}
+def flux_dev_with_block_cache() -> dict:
+    """Flux.1-dev text-to-image with the block cache. Flux has no measured preset yet, so `custom` settings: the
+    reference model's balanced ones (block gate, at most 2 forecast steps in a row, second-order forecast)."""
+    g = Graph()
+    unet = g.node("UNETLoader", ["flux1-dev.safetensors", "default"], [], [("MODEL", "MODEL")], (0, 0))
+    clip = g.node("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux"], [],
+                  [("CLIP", "CLIP")], (0, 200))
+    vae = g.node("VAELoader", ["ae.safetensors"], [], [("VAE", "VAE")], (0, 400))
+    cache = g.node("DiTAccelBlockCache", ["custom", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 2, 2],
+                   [("model", "MODEL")], [("MODEL", "MODEL")], (350, 0))
+    text = g.node("CLIPTextEncode", ["a red fox reading a newspaper in a cafe, film photo"],
+                  [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], (350, 300))
+    guidance = g.node("FluxGuidance", [3.5], [("conditioning", "CONDITIONING")],
+                      [("CONDITIONING", "CONDITIONING")], (700, 300))
+    negative = g.node("ConditioningZeroOut", [], [("conditioning", "CONDITIONING")],
+                      [("CONDITIONING", "CONDITIONING")], (700, 450))
+    latent = g.node("EmptySD3LatentImage", [1024, 1024, 1], [], [("LATENT", "LATENT")], (350, 550))
+    ks = sampler(g, 1050, 0, "Flux with DiT Block Cache", steps=20, cfg=1.0)
+    decode = g.node("VAEDecode", [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (1400, 0))
+    save = g.node("SaveImage", ["dit-accel-flux"], [("images", "IMAGE")], [], (1650, 0))
+    g.link(unet, 0, cache, "model")
+    g.link(cache, 0, ks, "model")
+    g.link(clip, 0, text, "clip")
+    g.link(text, 0, guidance, "conditioning")
+    g.link(text, 0, negative, "conditioning")
+    g.link(guidance, 0, ks, "positive")
+    g.link(negative, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    g.link(ks, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, save, "images")
+    return g.to_json()
+
+
+WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_with_and_without_acceleration,
+             "flux_dev_block_cache.json": flux_dev_with_block_cache}
 
 if __name__ == "__main__":
     for name, build in WORKFLOWS.items():
