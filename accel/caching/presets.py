@@ -11,7 +11,12 @@ always be computed (skipping it costs 5 dB), so every preset keeps warm-up and f
 """
 from __future__ import annotations
 
+import logging
+
 from .block_cache import BlockCacheConfig
+
+log = logging.getLogger("dit_accel")
+FALLBACK_FAMILY = "wan"  # the only family measured so far (through the reference model)
 
 LEVELS = ("quality", "balanced", "fast")
 
@@ -28,6 +33,8 @@ def preset(family: str, level: str = "balanced") -> BlockCacheConfig:
     if level not in LEVELS:
         raise ValueError(f"speed must be one of {LEVELS}, got {level!r}")
     if family not in FAMILY_PRESETS:
-        raise ValueError(f"no block-cache presets for model family {family!r}; families with presets: "
-                         f"{', '.join(sorted(FAMILY_PRESETS))}. Use speed 'custom' and set the threshold yourself.")
+        # A usable default beats an error on a supported model, but say that it is borrowed.
+        log.warning("dit-accel: no block-cache preset measured for %r yet; using the %s preset measured on the "
+                    "reference (Wan-format) model. Check the result, or use speed 'custom'.", family, level)
+        family = FALLBACK_FAMILY
     return FAMILY_PRESETS[family][level]

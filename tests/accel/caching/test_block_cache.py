@@ -106,3 +106,12 @@ def test_schedule_window():
     allowed = [w.allows_reuse(StepContext.single(s, 10, 0.5, 1)) for s in range(10)]
     assert allowed == [False, False, True, True, True, True, True, True, False, False]
     assert not w.allows_reuse(StepContext.single(-1, 0, 0.5, 1))  # unknown schedule: always compute
+
+
+def test_presets_fall_back_to_the_measured_family_with_a_warning(caplog):
+    from dit_accel.accel.caching import preset
+    with caplog.at_level("WARNING", logger="dit_accel"):
+        assert preset("flux", "balanced") == preset("wan", "balanced")
+    assert any("no block-cache preset measured for 'flux'" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="speed must be one of"):
+        preset("wan", "turbo")
