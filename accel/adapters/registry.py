@@ -53,11 +53,6 @@ def supported_families() -> list[str]:
     return sorted(_ADAPTERS)
 
 
-def disabled_families() -> dict[str, str]:
-    _load_builtin()
-    return dict(_DISABLED)
-
-
 def adapter_for(diffusion_model: torch.nn.Module) -> FamilyAdapter:
     """The adapter serving this diffusion model, chosen from its class, or a clear error naming what is supported."""
     _load_builtin()

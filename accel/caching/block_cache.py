@@ -106,7 +106,10 @@ class BlockCacheStream(StreamState):
 
 
 @dataclass
-class BlockCacheStats:
+class BlockCacheRun:
+    """Run-wide (not per-stream) data of the block cache."""
+
+    stack_input: torch.Tensor | None = None     # this call's first-block input (a copy for the first-block gate)
     row_blocks_run: int = 0
     row_blocks_total: int = 0
     total_steps: int = 0
@@ -124,7 +127,8 @@ class BlockCachePatch(DiTPatch):
     def _streams(self, run: RunState, ctx: StepContext, hidden: torch.Tensor):
         # State is keyed on the first block's input, whatever block asks: a Flux single block's joint sequence
         # has another shape than a double block's image stream, and must not look like a new resolution.
-        like = run.data(self.name + ".input", dict).get("hidden", hidden)
+        like = self._stats(run).stack_input
+        like = hidden if like is None else like
         for s in ctx.streams:
             state = run.stream_state(self.name, s.key, like[s.rows], BlockCacheStream)
             rows = s.rows.stop - s.rows.start
@@ -134,8 +138,8 @@ class BlockCachePatch(DiTPatch):
                 state.have_cache = torch.zeros(rows, dtype=torch.bool, device=hidden.device)
             yield s, state
 
-    def _stats(self, run: RunState) -> BlockCacheStats:
-        return run.data(self.name, BlockCacheStats)
+    def _stats(self, run: RunState) -> BlockCacheRun:
+        return run.data(self.name, BlockCacheRun)
 
     # ---- hooks -------------------------------------------------------------------------------------------
     def _per_block(self, call: BlockCall) -> bool:
@@ -149,9 +153,8 @@ class BlockCachePatch(DiTPatch):
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
         # The first-block gate needs the stack input's values after block 0 ran, and ComfyUI's blocks may update
         # their input in place (Flux's and LTX's addcmul_): keep a copy then. Otherwise only its shape is used.
-        hidden = call.hidden.clone() if self.config.gate == "first_block" else call.hidden
-        run.data(self.name + ".input", dict)["hidden"] = hidden
         stats = self._stats(run)
+        stats.stack_input = call.hidden.clone() if self.config.gate == "first_block" else call.hidden
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         stats.several_kinds = len(call.layout_kinds) > 1
         if self.config.gate == "static":
@@ -244,7 +247,7 @@ class BlockCachePatch(DiTPatch):
         # The signal is the gate blocks' residual (output - input), as in FBCache: the output itself is dominated by
         # the block input, which hides how much the blocks' own contribution moved.
         gate_out = out[call.stream_keys[0]]
-        gate_residual = gate_out - self._stack_input(run, ctx, call)
+        gate_residual = gate_out - self._stats(run).stack_input
         proposals = []
         for s, state in self._streams(run, ctx, gate_out):
             current = gate_residual[s.rows]
@@ -259,9 +262,6 @@ class BlockCachePatch(DiTPatch):
         for state, _, total in proposals:
             state.reuse = joint
             state.accumulated = torch.where(joint, total, torch.zeros_like(total))
-
-    def _stack_input(self, run, ctx, call: BlockCall) -> torch.Tensor:
-        return run.data(self.name + ".input", dict)["hidden"]
 
     def _block_decision(self, run, ctx, call: BlockCall) -> None:
         cfg = self.config

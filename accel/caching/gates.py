@@ -40,11 +40,9 @@ class ScheduleWindow:
         return self.start_percent <= ctx.percent < self.end_percent
 
     def reusable_steps(self, total_steps: int) -> int:
-        """How many steps of a schedule could reuse at best (0 means the schedule is too short to gain anything)."""
-        lo = max(self.warmup_steps, int(-(-self.start_percent * total_steps // 1)))
-        hi = min(total_steps - self.final_steps, int(-(-self.end_percent * total_steps // 1)))
-        # Reuse needs a computed step before it: at most every other step can be skipped by a change-driven gate.
-        return max(0, hi - lo)
+        """How many steps of a schedule may reuse at best (0: too short to gain anything), by `allows_reuse` itself."""
+        return sum(self.allows_reuse(StepContext.single(step, total_steps, float("nan"), 1))
+                   for step in range(total_steps))
 
 
 def accumulated_change_gate(accumulated: torch.Tensor, change: torch.Tensor, threshold: float,
