@@ -50,6 +50,8 @@ class RunState:
     states: dict[tuple[str, str], tuple[TensorSignature, Any]] = field(default_factory=dict)
     ledger: ComputeLedger = field(default_factory=ComputeLedger)
     patch_data: dict[str, Any] = field(default_factory=dict)  # run-wide data of each patch (counters, ...)
+    # Numbers a patch measured over the run (e.g. "attention_sparsity"), kept after close for benchmarks to read.
+    metrics: dict[str, float] = field(default_factory=dict)
     closed: bool = False
 
     def data(self, owner: str, factory: Callable[[], Any]) -> Any:

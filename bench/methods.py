@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 from ..accel.caching import LEVELS, BlockCacheConfig, BlockCachePatch, preset
 from ..accel.patch import DiTPatch
 
@@ -17,6 +19,13 @@ class BenchMethod:
     name: str
     description: str
     build: Callable[[int], list[DiTPatch]]   # number of steps -> the patches to apply
+    # Optional parts for methods that are more than patches; each is None for a pure patch method.
+    # The model the method samples with, made once per process from the full model (e.g. quantized weights).
+    prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    # number of steps -> a post-CFG function for `sample_euler_cfg` (e.g. perturbation guidance's extra branch)
+    post_cfg: Callable[[int], Callable[[dict], torch.Tensor]] | None = None
+    # (full model, method's model) -> extra result fields (e.g. {"weight_bytes_ratio": ...})
+    report: Callable[[torch.nn.Module, torch.nn.Module], dict] | None = None
 
 
 METHODS: dict[str, BenchMethod] = {}

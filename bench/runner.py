@@ -65,6 +65,16 @@ class Judge:
     model: torch.nn.Module = field(init=False)
     classifier: torch.nn.Module = field(init=False)
     real_features: torch.Tensor = field(init=False)
+    prepared: dict[str, torch.nn.Module] = field(init=False, default_factory=dict)
+
+    def model_for(self, method: str | None) -> torch.nn.Module:
+        """The model a method samples with: the full model, or what its `prepare_model` made of it (cached)."""
+        prepare = get_method(method).prepare_model if method is not None else None
+        if prepare is None:
+            return self.model
+        if method not in self.prepared:
+            self.prepared[method] = prepare(self.model)
+        return self.prepared[method]
 
     def __post_init__(self):
         self.model = load_model(device=self.device)
@@ -83,6 +93,7 @@ class VariantRecord:
     blocks_run: int = 0
     blocks_total: int = 0
     summary: list[str] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)  # what the patches measured, one value per run
 
 
 def _labels(settings: BenchSettings) -> torch.Tensor:
@@ -109,13 +120,17 @@ def _sample(judge: Judge, method: str | None, settings: BenchSettings, noise: to
             out = sample_euler_cfg(lambda x, t, c, o: judge.model(x, t, c, o), noise, cond, uncond, sigmas,
                                    settings.cfg)
         else:
-            host = AccelHost(adapter_for(judge.model), tuple(get_method(method).build(settings.steps)))
-            with accelerated(host, judge.model) as (model_fn, run, summary):
-                out = sample_euler_cfg(model_fn, noise, cond, uncond, sigmas, settings.cfg)
+            spec, model = get_method(method), judge.model_for(method)
+            post_cfg = spec.post_cfg(settings.steps) if spec.post_cfg is not None else None
+            host = AccelHost(adapter_for(model), tuple(spec.build(settings.steps)))
+            with accelerated(host, model) as (model_fn, run, summary):
+                out = sample_euler_cfg(model_fn, noise, cond, uncond, sigmas, settings.cfg, post_cfg=post_cfg)
             if not count_flops:
                 record.blocks_run += run.ledger.blocks_run
                 record.blocks_total += run.ledger.blocks_total
                 record.summary = summary
+                for key, value in run.metrics.items():
+                    record.metrics.setdefault(key, []).append(float(value))
     finally:
         if counter is not None:
             counter.__exit__(None, None, None)
@@ -164,6 +179,9 @@ def _result(method, settings, judge, labels, full, full_images, record) -> dict:
         features = judge.classifier.features(images.to(settings.device))
         full_features = judge.classifier.features(full_images.to(settings.device))
     identical = torch.equal(latents, full_latents)
+    spec = get_method(method)
+    extra = spec.report(judge.model, judge.model_for(method)) if spec.report is not None else {}
+    measured = {key: statistics.fmean(values) for key, values in record.metrics.items()}
     return {
         "method": method,
         "model": "reference",
@@ -186,6 +204,10 @@ def _result(method, settings, judge, labels, full, full_images, record) -> dict:
         "fd_data_full": metrics.frechet_distance(full_features, judge.real_features),
         "flops_full": full.flops,
         "flops_method": record.flops,
+        # transformer compute of the method / of the full model (CFG alone): > 1 for guidance's extra branch
+        "cost_ratio": record.flops / full.flops if full.flops else None,
+        **measured,
+        **extra,
         "log": record.summary,
         "device": settings.device,
         "torch": torch.__version__,

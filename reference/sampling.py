@@ -44,11 +44,16 @@ class StreamIds:
 @torch.no_grad()
 def sample_euler_cfg(model: ModelFn, noise: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
                      sigmas: torch.Tensor, cfg: float, transformer_options: dict | None = None,
-                     callback: Callable[[int], None] | None = None) -> torch.Tensor:
+                     callback: Callable[[int], None] | None = None,
+                     post_cfg: Callable[[dict], torch.Tensor] | None = None) -> torch.Tensor:
     """Denoise `noise` (model space) along `sigmas`; returns model-space latents.
 
     `model(x, timestep, context, transformer_options)` predicts the flow velocity. With cfg == 1 the uncond pass is
-    skipped, like ComfyUI's cfg-1 optimisation.
+    skipped, like ComfyUI's cfg-1 optimisation. `post_cfg(args)`, like ComfyUI's `sampler_post_cfg_function`, gets
+    the guided prediction and may return a changed one (perturbation guidance runs its extra branch there); its
+    args are ComfyUI's keys (`denoised`, `cond_denoised`, `uncond_denoised`, `input`, `sigma`) plus what a model
+    call needs here: `model` (the model function), `context` (the cond context), `transformer_options` (the cond
+    stream's options for this step), `step` and `steps`.
     """
     base_options = dict(transformer_options or {})
     ids = StreamIds()
@@ -72,6 +77,14 @@ def sample_euler_cfg(model: ModelFn, noise: torch.Tensor, cond: torch.Tensor, un
         if use_cfg:
             d_cond, d_uncond = denoised[:b], denoised[b:]
             denoised = d_uncond + (d_cond - d_uncond) * cfg
+        else:
+            d_cond, d_uncond = denoised, None
+        if post_cfg is not None:
+            cond_options = {**base_options, "sigmas": sigma.expand(b), "sample_sigmas": sigmas,
+                            "cond_or_uncond": [COND], "uuids": [ids.cond]}
+            denoised = post_cfg({"denoised": denoised, "cond_denoised": d_cond, "uncond_denoised": d_uncond,
+                                 "input": x, "sigma": sigma.expand(b), "model": model, "context": cond,
+                                 "transformer_options": cond_options, "step": i, "steps": len(sigmas) - 1})
         d = (x - denoised) / sigma
         x = x + d * (sigmas[i + 1] - sigma)
         if callback is not None:
