@@ -61,3 +61,7 @@ register_method(BenchMethod("blockcache-static", "block cache, static schedule: 
                             _block_cache(BlockCacheConfig(gate="static", interval=2))))
 register_method(BenchMethod("blockcache-reuse", "block cache, block gate, plain residual reuse (no forecast)",
                             _block_cache(BlockCacheConfig(gate="block", threshold=1.0, max_consecutive=2))))
+
+
+# Each capability registers its methods in its own module, imported here so `--list` shows them all.
+from . import methods_forecast, methods_guidance, methods_quant, methods_sparse  # noqa: E402,F401

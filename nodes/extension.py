@@ -5,10 +5,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import block_cache_node, reference_nodes
 
+# One module per capability, each with a NODES list.
+NODE_MODULES = (block_cache_node, reference_nodes)
+
 
 class DiTAccelExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*block_cache_node.NODES, *reference_nodes.NODES]
+        return [node for module in NODE_MODULES for node in module.NODES]
 
 
 async def comfy_entrypoint() -> DiTAccelExtension:
