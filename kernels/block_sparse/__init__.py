@@ -4,9 +4,10 @@ Mask policies (in `accel/sparse/`) build a `BlockLayout` (and optionally a `Soft
 computes attention from them.
 """
 from .dispatch import BACKENDS, block_sparse_attention, resolve_backend, triton_available
-from .layout import BlockLayout, SoftmaxCorrection, dense_layout, layout_from_mask, layout_to_mask
+from .layout import (BlockLayout, SoftmaxCorrection, dense_layout, layout_from_mask, layout_to_mask,
+                     random_layout)
 from .reference import block_sparse_attention_reference
 
 __all__ = ["BACKENDS", "BlockLayout", "SoftmaxCorrection", "block_sparse_attention",
            "block_sparse_attention_reference", "dense_layout", "layout_from_mask", "layout_to_mask",
-           "resolve_backend", "triton_available"]
+           "random_layout", "resolve_backend", "triton_available"]

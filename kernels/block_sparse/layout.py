@@ -131,6 +131,20 @@ def dense_layout(batch: int, heads: int, q_len: int, k_len: int, block_q: int, b
     return BlockLayout(indices, counts, block_q, block_k, nkb)
 
 
+def random_layout(batch: int, heads: int, q_len: int, k_len: int, block_q: int, block_k: int, density: float, *,
+                  seed: int = 0, device: torch.device | str | None = None) -> BlockLayout:
+    """Every query block visits the same number, round(density * n_k_blocks) (at least 1), of distinct key blocks
+    drawn uniformly at random, in ascending order: a policy-free layout for tests and the kernel benchmark."""
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    nqb, nkb = blocks_for(q_len, block_q), blocks_for(k_len, block_k)
+    keep = max(1, min(nkb, round(density * nkb)))
+    scores = torch.rand(batch, heads, nqb, nkb, generator=torch.Generator().manual_seed(seed))
+    indices = scores.topk(keep, dim=-1).indices.sort(dim=-1).values.to(torch.int32)
+    counts = torch.full((batch, heads, nqb), keep, dtype=torch.int32)
+    return BlockLayout(indices.contiguous().to(device), counts.to(device), block_q, block_k, nkb)
+
+
 def layout_to_mask(layout: BlockLayout) -> torch.Tensor:
     """The bool [B, H, n_q_blocks, n_k_blocks] mask of visited blocks."""
     idx = layout.kv_indices.long()
