@@ -86,7 +86,7 @@ def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout
 
 def _block_sparse_fwd(
         Q, K, V, Out, KvIdx, KvCnt, CNum, CDen, CShift,
-        qk_scale, q_len, k_len, heads,
+        qk_scale, q_len, k_len, heads, tune_bucket,
         stride_qb, stride_qh, stride_qm, stride_qd,
         stride_kb, stride_kh, stride_kn, stride_kd,
         stride_vb, stride_vh, stride_vn, stride_vd,
@@ -174,23 +174,31 @@ def _block_sparse_fwd(
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
 
 
-AUTOTUNE_KEY = ["q_len", "k_len", "HEAD_DIM", "HEAD_DIM_V", "BLOCK_M", "BLOCK_K", "HAS_CORRECTION"]
+# Tuned per power-of-two length bucket (`tune_bucket`, unused by the kernel body), not per exact length, so a new
+# resolution in the same bucket does not pay the autotuning compile time again.
+AUTOTUNE_KEY = ["tune_bucket", "HEAD_DIM", "HEAD_DIM_V", "BLOCK_M", "BLOCK_K", "HAS_CORRECTION"]
+SMEM_BYTES = 228 * 1024  # H100 / H200 shared memory per SM; smaller GPUs fail the larger configs, which is skipped
 
 
 def _autotune_configs() -> list:
     return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
-            for n in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)]
+            for n in (32, 64, 128) for w in (4, 8) for s in (2, 3)]
 
 
 def _config_fits(config, args: dict) -> bool:
-    """BLOCK_N must tile the layout's key block; configs whose q + pipelined k / v tiles clearly overflow shared
-    memory (fp16 estimate, H100-size SRAM) are dropped to save tuning time (the autotuner skips the rest that fail)."""
+    """Whether a config is worth compiling (each one costs seconds of compile time on the first call).
+
+    BLOCK_N must tile the layout's key block; 32-wide tiles only for head_dim 256 (else a 64 or 128 tile is faster);
+    4 warps spill registers once the accumulator is 128 x 128 (ptxas on sm_90); configs whose q + pipelined k / v
+    tiles overflow shared memory (16-bit estimate) cannot launch. The autotuner also skips configs that fail.
+    """
     n, block_k, block_m = config.kwargs["BLOCK_N"], args["BLOCK_K"], args["BLOCK_M"]
     d, dv = args["HEAD_DIM"], args["HEAD_DIM_V"]
-    if block_k % n != 0:
+    if block_k % n != 0 or (n == 32 and d < 256 and block_k > 32) or (d >= 256 and n > 64):
         return False
-    tile_bytes = 2 * (block_m * d + max(config.num_stages - 1, 1) * n * (d + dv))
-    return tile_bytes <= 228 * 1024 and not (d >= 256 and n > 64)
+    if config.num_warps == 4 and block_m * max(d, dv) >= 128 * 128:
+        return False
+    return 2 * (block_m * d + max(config.num_stages - 1, 1) * n * (d + dv)) <= SMEM_BYTES
 
 
 def _prune_configs(configs, named_args, **kwargs) -> list:
@@ -250,7 +258,7 @@ def block_sparse_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
                 EVEN_M=lq % layout.block_q == 0, HAS_CORRECTION=correction is not None,
                 INPUT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
     args = [q, k, v, out, layout.kv_indices, layout.kv_counts, *corr_args,
-            scale * LOG2E, lq, lk, h,
+            scale * LOG2E, lq, lk, h, 1 << (max(lq, lk) - 1).bit_length(),
             *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             *_strides(layout.kv_indices, 3), layout.kv_indices.stride(3),
             *_strides(layout.kv_counts, 3),

@@ -225,3 +225,14 @@ def test_auto_backend_routes_to_the_kernel_where_it_can(interpret):
     assert route == "torch" and "dtype" in reason
     odd = dense_layout(1, 1, 32, 32, 16, 24, DEVICE)
     assert "block_k 24" in resolve_backend(q, k, v, odd, "triton")[1]
+
+
+@needs_triton
+@pytest.mark.parametrize("d", [16, 64, 128, 256])
+@pytest.mark.parametrize("block_q,block_k", [(16, 16), (64, 32), (128, 64), (128, 128), (256, 256)])
+def test_autotune_candidates_tile_the_key_block(d, block_q, block_k):
+    from dit_accel.kernels.block_sparse import triton_kernel as tk
+    tk._import_triton()
+    args = dict(BLOCK_M=block_q, BLOCK_K=block_k, HEAD_DIM=d, HEAD_DIM_V=d)
+    kept = tk._prune_configs(tk._autotune_configs(), {}, **args)
+    assert kept and all(block_k % c.kwargs["BLOCK_N"] == 0 for c in kept)
