@@ -1,8 +1,9 @@
 """Plain-torch block-sparse attention: the test oracle of the Triton kernel and its fallback where Triton cannot run.
 
-Float32 math, output in q's dtype, the merge rule of `layout.py`. Memory stays bounded: it works one query block at a
-time and splits the (batch x head) rows so one score chunk holds at most `_SCORE_BUDGET` floats; the key mask is
-expanded from blocks to tokens per query block only ([rows, Lk] booleans, never [Lq, Lk]).
+Float32 math, output in q's dtype, the merge rule of `layout.py`. Each query block of each (batch, head) is one unit
+that gathers only the key / value blocks in its list (padded to the longest list, `max_kv`), so work, memory and a
+FLOP counter follow the layout's density. Units are processed in chunks of at most `_SCORE_BUDGET` floats of scores
+(one chunk for small problems, so the Python loop stays short); never an [Lq, Lk] matrix.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 
 import torch
 
-from .layout import BlockLayout, SoftmaxCorrection, layout_to_mask
+from .layout import BlockLayout, SoftmaxCorrection
 
 _SCORE_BUDGET = 1 << 26  # floats per score chunk (256 MiB in fp32)
 
@@ -33,6 +34,13 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Bloc
         correction.check_compatible(b, h, lq, v.shape[3])
 
 
+def _pad_rows(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad dim 1 of [rows, L, ...] to `length` (the last query block's tail)."""
+    if t.shape[1] == length:
+        return t
+    return torch.cat([t, t.new_zeros(t.shape[0], length - t.shape[1], *t.shape[2:])], dim=1)
+
+
 def block_sparse_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
                                      correction: SoftmaxCorrection | None = None,
                                      scale: float | None = None) -> torch.Tensor:
@@ -40,34 +48,44 @@ def block_sparse_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.
     b, h, lq, d = q.shape
     lk, dv = k.shape[2], v.shape[3]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    rows = b * h
-    qf, kf, vf = (t.reshape(rows, t.shape[2], t.shape[3]) for t in (q, k, v))
-    block_mask = layout_to_mask(layout).expand(b, h, -1, -1).reshape(rows, layout.n_q_blocks, layout.n_k_blocks)
+    rows, nqb, bq, bk = b * h, layout.n_q_blocks, layout.block_q, layout.block_k
+    units = rows * nqb  # one unit = one query block of one (batch, head) row
+    # Query blocks padded to whole blocks, one unit each: [units, bq, ...].
+    q_units = _pad_rows(q.reshape(rows, lq, d), nqb * bq).reshape(units, bq, d)
     if correction is not None:
-        c_num = correction.numerator.reshape(rows, lq, dv)
-        c_den = correction.denominator.reshape(rows, lq)
-        c_shift = correction.shift.reshape(rows, lq)
-    out = torch.empty(rows, lq, dv, dtype=q.dtype, device=q.device)
-    row_chunk = max(1, _SCORE_BUDGET // (layout.block_q * lk))
-    for qb in range(layout.n_q_blocks):
-        q0, q1 = qb * layout.block_q, min((qb + 1) * layout.block_q, lq)
-        key_visible = block_mask[:, qb].repeat_interleave(layout.block_k, dim=-1)[:, :lk]  # [rows, Lk]
-        for r0 in range(0, rows, row_chunk):
-            r = slice(r0, r0 + row_chunk)
-            s = torch.einsum("rqd,rkd->rqk", qf[r, q0:q1].float(), kf[r].float()) * scale
-            s = s.masked_fill(~key_visible[r, None, :], float("-inf"))
-            m = s.amax(-1)
-            if correction is not None:
-                shift = c_shift[r, q0:q1].float()
-                m = torch.maximum(m, shift)
-            m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)  # nothing visited: keep exp() finite
-            p = torch.exp(s - m[..., None])
-            num = torch.einsum("rqk,rkd->rqd", p, vf[r].float())
-            den = p.sum(-1)
-            if correction is not None:
-                w = torch.exp(shift - m)
-                num = num + c_num[r, q0:q1].float() * w[..., None]
-                den = den + c_den[r, q0:q1].float() * w
-            safe = torch.where(den > 0, den, torch.ones_like(den))
-            out[r, q0:q1] = torch.where(den[..., None] > 0, num / safe[..., None], torch.zeros_like(num)).to(q.dtype)
-    return out.reshape(b, h, lq, dv)
+        c_num = _pad_rows(correction.numerator.reshape(rows, lq, dv), nqb * bq).reshape(units, bq, dv)
+        c_den = _pad_rows(correction.denominator.reshape(rows, lq), nqb * bq).reshape(units, bq)
+        c_shift = _pad_rows(correction.shift.reshape(rows, lq), nqb * bq).reshape(units, bq)
+    # The key tokens each unit visits: its listed blocks (padded to max_kv entries), as rows of flattened k / v.
+    gathered = layout.max_kv * bk
+    kv_indices = layout.kv_indices.expand(b, h, -1, -1).reshape(units, layout.max_kv)
+    kv_counts = layout.kv_counts.expand(b, h, -1).reshape(units)
+    tokens = (kv_indices.long()[:, :, None] * bk + torch.arange(bk, device=q.device)).reshape(units, gathered)
+    entry = torch.arange(layout.max_kv, device=q.device).repeat_interleave(bk)
+    valid = (entry < kv_counts[:, None]) & (tokens < lk)  # [units, gathered]
+    row_of_unit = torch.arange(rows, device=q.device).repeat_interleave(nqb)
+    flat = row_of_unit[:, None] * lk + tokens.clamp(max=lk - 1)
+    k_flat, v_flat = k.reshape(rows * lk, d), v.reshape(rows * lk, dv)
+
+    out = torch.empty(units, bq, dv, dtype=q.dtype, device=q.device)
+    chunk = max(1, _SCORE_BUDGET // (gathered * max(bq, d, dv)))
+    for u0 in range(0, units, chunk):
+        u = slice(u0, u0 + chunk)
+        k_sel, v_sel = k_flat[flat[u]].float(), v_flat[flat[u]].float()
+        s = torch.einsum("uqd,ukd->uqk", q_units[u].float(), k_sel) * scale
+        s = s.masked_fill(~valid[u, None, :], float("-inf"))
+        m = s.amax(-1)
+        if correction is not None:
+            shift = c_shift[u].float()
+            m = torch.maximum(m, shift)
+        m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)  # nothing visited: keep exp() finite
+        p = torch.exp(s - m[..., None])
+        num = torch.einsum("uqk,ukd->uqd", p, v_sel)
+        den = p.sum(-1)
+        if correction is not None:
+            w = torch.exp(shift - m)
+            num = num + c_num[u].float() * w[..., None]
+            den = den + c_den[u].float() * w
+        safe = torch.where(den > 0, den, torch.ones_like(den))
+        out[u] = torch.where(den[..., None] > 0, num / safe[..., None], torch.zeros_like(num)).to(q.dtype)
+    return out.reshape(rows, nqb * bq, dv)[:, :lq].reshape(b, h, lq, dv)
