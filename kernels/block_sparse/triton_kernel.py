@@ -8,8 +8,8 @@ is merged as one more "tile" of the same softmax, then acc / l is stored. Rows p
 masked; a row with l == 0 (nothing visited, no correction) is written as zeros.
 
 The layout fixes the tiling: BLOCK_M == layout.block_q, and BLOCK_N divides layout.block_k. On GPU, `triton.autotune`
-picks BLOCK_N / num_warps / num_stages per (lengths, head_dim, block sizes, dtype); under TRITON_INTERPRET=1 (CPU
-tensors, tests) one fixed configuration runs.
+picks BLOCK_N / num_warps / num_stages per (power-of-two length bucket, head_dim, block sizes, correction, dtype);
+under TRITON_INTERPRET=1 (CPU tensors, tests) one fixed configuration runs.
 
 Triton is imported lazily, on the first launch: the interpreter only works if TRITON_INTERPRET=1 is set before
 `import triton` (triton.language's own helpers are jitted at import time), so importing this package must not import
@@ -17,6 +17,8 @@ it. Kernels are built per interpreter mode because `triton.jit` decides at decor
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -177,7 +179,13 @@ def _block_sparse_fwd(
 # Tuned per power-of-two length bucket (`tune_bucket`, unused by the kernel body), not per exact length, so a new
 # resolution in the same bucket does not pay the autotuning compile time again.
 AUTOTUNE_KEY = ["tune_bucket", "HEAD_DIM", "HEAD_DIM_V", "BLOCK_M", "BLOCK_K", "HAS_CORRECTION"]
-SMEM_BYTES = 228 * 1024  # H100 / H200 shared memory per SM; smaller GPUs fail the larger configs, which is skipped
+SMEM_BYTES = 228 * 1024  # H100 / H200 opt-in shared memory per block: the estimate when the device does not say
+
+
+@functools.lru_cache(maxsize=None)
+def _smem_limit(device_index: int) -> int:
+    props = torch.cuda.get_device_properties(device_index)
+    return int(getattr(props, "shared_memory_per_block_optin", SMEM_BYTES))
 
 
 def _autotune_configs() -> list:
@@ -190,7 +198,7 @@ def _config_fits(config, args: dict) -> bool:
 
     BLOCK_N must tile the layout's key block; 32-wide tiles only for head_dim 256 (else a 64 or 128 tile is faster);
     4 warps spill registers once the accumulator is 128 x 128 (ptxas on sm_90); configs whose q + pipelined k / v
-    tiles overflow shared memory (16-bit estimate) cannot launch. The autotuner also skips configs that fail.
+    tiles overflow the device's shared memory cannot launch. The autotuner also skips configs that fail.
     """
     n, block_k, block_m = config.kwargs["BLOCK_N"], args["BLOCK_K"], args["BLOCK_M"]
     d, dv = args["HEAD_DIM"], args["HEAD_DIM_V"]
@@ -198,7 +206,10 @@ def _config_fits(config, args: dict) -> bool:
         return False
     if config.num_warps == 4 and block_m * max(d, dv) >= 128 * 128:
         return False
-    return 2 * (block_m * d + max(config.num_stages - 1, 1) * n * (d + dv)) <= SMEM_BYTES
+    q = args.get("Q")
+    elem = q.element_size() if isinstance(q, torch.Tensor) else 2
+    limit = _smem_limit(q.device.index or 0) if isinstance(q, torch.Tensor) and q.is_cuda else SMEM_BYTES
+    return elem * (block_m * d + max(config.num_stages - 1, 1) * n * (d + dv)) <= limit
 
 
 def _prune_configs(configs, named_args, **kwargs) -> list:
@@ -266,11 +277,12 @@ def block_sparse_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     grid = (layout.n_q_blocks, b * h)
     if block_n is None and interpreting():
         block_n = layout.block_k
-    if block_n is not None:
-        if not _pow2_in(block_n, MIN_BLOCK, layout.block_k) or layout.block_k % block_n:
-            raise ValueError(f"block_n {block_n} must be a power of two >= {MIN_BLOCK} dividing block_k "
-                             f"{layout.block_k}")
-        _kernel(autotuned=False)[grid](*args, BLOCK_N=block_n, **meta)
-    else:
-        _kernel(autotuned=True)[grid](*args, **meta)
+    if block_n is not None and (not _pow2_in(block_n, MIN_BLOCK, layout.block_k) or layout.block_k % block_n):
+        raise ValueError(f"block_n {block_n} must be a power of two >= {MIN_BLOCK} dividing block_k {layout.block_k}")
+    # Triton launches on the current CUDA device, which need not be the tensors' one.
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        if block_n is not None:
+            _kernel(autotuned=False)[grid](*args, BLOCK_N=block_n, **meta)
+        else:
+            _kernel(autotuned=True)[grid](*args, **meta)
     return out
