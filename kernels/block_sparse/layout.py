@@ -58,7 +58,7 @@ class BlockLayout:
         return self.kv_indices.device
 
     def density(self) -> float:
-        """Visited blocks / all blocks (1.0 = dense); counts a broadcast batch or head dimension once."""
+        """Visited blocks / all blocks (1.0 = dense)."""
         total = self.kv_counts.numel() * self.n_k_blocks
         return float(self.kv_counts.sum().item()) / total  # host sync: a reporting call, not on the hot path
 
