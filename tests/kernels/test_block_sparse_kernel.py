@@ -238,3 +238,17 @@ def test_autotune_candidates_tile_the_key_block(d, block_q, block_k):
     args = dict(BLOCK_M=block_q, BLOCK_K=block_k, HEAD_DIM=d, HEAD_DIM_V=d)
     kept = tk._prune_configs(tk._autotune_configs(), {}, **args)
     assert kept and all(block_k % c.kwargs["BLOCK_N"] == 0 for c in kept)
+
+
+def test_reference_work_follows_the_layout_density():
+    """The fallback gathers only listed blocks, so a FLOP counter (the bench's compute measure) sees the sparsity."""
+    from torch.utils.flop_counter import FlopCounterMode
+    q, k, v = qkv(1, 2, 128, 128, 32)
+
+    def flops(layout):
+        with FlopCounterMode(display=False) as counter:
+            block_sparse_attention(q, k, v, layout, backend="torch")
+        return counter.get_total_flops()
+    dense = flops(dense_layout(1, 2, 128, 128, 16, 16, DEVICE))
+    quarter = flops(random_layout(1, 2, 128, 128, 16, 16, 0.25, device=DEVICE))
+    assert dense == 2 * 2 * 128 * 128 * (32 + 32) and quarter == dense // 4
