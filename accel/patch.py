@@ -42,6 +42,9 @@ class AttentionCall:
     block_kind: str | None         # None outside the block loop (refiners, embedders)
     block_index: int | None
     backend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # the unpatched attention, BHLD
+    # The call's attention mask (any layout ComfyUI passes), or None: a method that changes which keys a query sees
+    # must honour it or leave the call alone.
+    mask: torch.Tensor | None = None
 
     @property
     def heads(self) -> int:

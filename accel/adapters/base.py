@@ -79,7 +79,9 @@ class FamilyAdapter:
         bq, bk, bv = (_to_bhld(t, heads, kwargs.get("skip_reshape", False)) for t in (q, k, v))
         kind = self.attention_kind if self.attention_kind != "auto" else \
             ("self" if bk.shape[2] == bq.shape[2] else "cross")
-        return AttentionCall(bq, bk, bv, kind, to.get("block_type"), to.get("block_index"), run_backend)
+        mask = kwargs["mask"] if "mask" in kwargs else (rest_args[0] if rest_args else None)
+        return AttentionCall(bq, bk, bv, kind, to.get("block_type"), to.get("block_index"), run_backend,
+                             mask if isinstance(mask, torch.Tensor) else None)
 
     def attention_output(self, out_bhld: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
         """Lay a (B, H, L, D) result out the way this family's call site expects."""

@@ -1,0 +1,127 @@
+"""Estimates of what the key blocks a mask skips contribute to each query row's softmax, as `SoftmaxCorrection`s the
+kernel merges into its online softmax (see kernels/block_sparse/layout.py for the merge rule).
+
+* `taylor_correction` — PISA ("Piecewise Sparse Attention Is Wiser"): around each skipped block's mean key k̄_b,
+  exp(s q·k_j) ≈ exp(s q·k̄_b) (1 + s q·(k_j − k̄_b)). Summed over the block, the zeroth order gives
+  exp(s q·k̄_b) Σ_j v_j (denominator exp(s q·k̄_b) n_b; the first-order denominator term vanishes because the
+  deviations sum to zero) and the first order adds exp(s q·k̄_b) s qᵀ H_b with H_b = Σ_j (k_j − k̄_b) v_jᵀ.
+  The per-row mixture Σ_b w_ib H_b costs as much as dense attention, so by default (`mixing="block"`) each query
+  block mixes the H_b with its rows' mean share of each skipped block and each row scales it by its own total weight
+  (PISA's kernel goes further and uses one global H); `mixing="row"` is the exact first order (small inputs, tests).
+* `centroid_tail_correction` — sol-attn's pooled tail: one pooled term per skipped block, scored by the query
+  block's centroid (every row of a query block shares it), a baseline users already have in ComfyUI core.
+* `exact_correction` — the exact contribution of a set of keys (text tokens of a joint attention, kept dense).
+"""
+from __future__ import annotations
+
+import torch
+
+from ...kernels.block_sparse import SoftmaxCorrection
+from .blocks import block_lengths, pool_mean, pool_sum, row_block
+
+MIXINGS = ("block", "row")
+
+
+def _row_mask(mask: torch.Tensor, q_len: int, block: int, batch: int, heads: int) -> torch.Tensor:
+    """Block mask [B|1, H|1, nq, nk] -> per query row [B, H, L, nk]."""
+    rows = mask.index_select(2, row_block(q_len, block, mask.device))
+    return rows.expand(batch, heads, -1, -1)
+
+
+def _weights(scores: torch.Tensor, skipped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(scores - shift) over the skipped entries (0 elsewhere) and the per-row shift (0 where none is skipped)."""
+    masked = scores.masked_fill(~skipped, float("-inf"))
+    shift = masked.amax(-1)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    return torch.exp(masked - shift.unsqueeze(-1)), shift
+
+
+def taylor_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, block: int,
+                      scale: float, order: int = 1, mixing: str = "block") -> SoftmaxCorrection:
+    """PISA's block-wise Taylor estimate of the blocks `mask` skips (order 0 or 1). q, k, v: (B, H, L, D)."""
+    if order not in (0, 1):
+        raise ValueError(f"Taylor order must be 0 or 1, got {order}")
+    if mixing not in MIXINGS:
+        raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
+    b, h, lq, _ = q.shape
+    lk = k.shape[2]
+    qf = q.float()
+    k_mean = pool_mean(k, block)                                    # (B, H, nk, D)
+    v_sum = pool_sum(v, block)                                      # (B, H, nk, Dv)
+    lengths = block_lengths(lk, block, q.device)
+    skipped = ~_row_mask(mask, lq, block, b, h)                     # (B, H, Lq, nk)
+    w, shift = _weights(torch.einsum("bhld,bhnd->bhln", qf, k_mean) * scale, skipped)
+    numerator = torch.einsum("bhln,bhnd->bhld", w, v_sum)
+    denominator = (w * lengths).sum(-1)
+    if order == 1:
+        nk = lengths.numel()
+        dev = k.float() - k_mean.repeat_interleave(block, dim=2)[:, :, :lk]
+        pad = nk * block - lk
+        vf = v.float()
+        if pad:
+            dev = torch.cat([dev, dev.new_zeros(b, h, pad, dev.shape[-1])], 2)
+            vf = torch.cat([vf, vf.new_zeros(b, h, pad, vf.shape[-1])], 2)
+        spread = torch.einsum("bhntd,bhnte->bhnde", dev.view(b, h, nk, block, -1),
+                              vf.view(b, h, nk, block, -1))           # H_b: (B, H, nk, D, Dv)
+        if mixing == "row":
+            numerator = numerator + scale * torch.einsum("bhln,bhld,bhnde->bhle", w, qf, spread)
+        else:
+            total = w.sum(-1, keepdim=True)                             # W_i
+            share = w / total.clamp_min(1e-30)                          # each row's split over skipped blocks
+            nq = (lq + block - 1) // block
+            share_q = torch.zeros(b, h, nq, nk, device=q.device).index_add_(2, row_block(lq, block, q.device), share)
+            share_q = share_q / block_lengths(lq, block, q.device).view(1, 1, -1, 1)
+            mixed = torch.einsum("bhqn,bhnde->bhqde", share_q, spread)  # G_Q: (B, H, nq, D, Dv)
+            per_row = torch.einsum("bhld,bhlde->bhle", qf, mixed.index_select(2, row_block(lq, block, q.device)))
+            numerator = numerator + scale * total * per_row
+    return SoftmaxCorrection(numerator.contiguous(), denominator.contiguous(), shift.contiguous())
+
+
+def centroid_tail_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, block: int,
+                             scale: float) -> SoftmaxCorrection:
+    """sol-attn's pooled tail: skipped block b adds exp(s_Qb) Σ_j v_j with s_Qb the query block's centroid score
+    against the block's mean key (keys centred on their global mean, the row's own offset added back)."""
+    b, h, lq, _ = q.shape
+    lk = k.shape[2]
+    k_mean = pool_mean(k, block)
+    global_mean = k.float().mean(2, keepdim=True)                   # (B, H, 1, D)
+    centroid = pool_mean(q, block)                                  # (B, H, nq, D)
+    rows = row_block(lq, block, q.device)
+    block_scores = torch.einsum("bhqd,bhnd->bhqn", centroid, k_mean - global_mean) * scale
+    row_offset = (q.float() * global_mean).sum(-1, keepdim=True) * scale  # q_i · k̄, softmax-invariant in the exact part
+    scores = block_scores.index_select(2, rows) + row_offset
+    skipped = ~_row_mask(mask, lq, block, b, h)
+    w, shift = _weights(scores, skipped)
+    numerator = torch.einsum("bhln,bhnd->bhld", w, pool_sum(v, block))
+    denominator = (w * block_lengths(lk, block, q.device)).sum(-1)
+    return SoftmaxCorrection(numerator.contiguous(), denominator.contiguous(), shift.contiguous())
+
+
+def exact_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> SoftmaxCorrection:
+    """The exact softmax share of the keys `k` (all of them) for every query row."""
+    s = torch.einsum("bhld,bhmd->bhlm", q.float(), k.float()) * scale
+    shift = s.amax(-1)
+    p = torch.exp(s - shift.unsqueeze(-1))
+    return SoftmaxCorrection(torch.einsum("bhlm,bhmd->bhld", p, v.float()).contiguous(), p.sum(-1).contiguous(),
+                             shift.contiguous())
+
+
+def merge(a: SoftmaxCorrection | None, b: SoftmaxCorrection | None) -> SoftmaxCorrection | None:
+    """One correction holding both (their sums brought to a common shift)."""
+    if a is None or b is None:
+        return a if b is None else b
+    shift = torch.maximum(a.shift, b.shift)
+    wa, wb = torch.exp(a.shift - shift), torch.exp(b.shift - shift)
+    return SoftmaxCorrection(a.numerator * wa.unsqueeze(-1) + b.numerator * wb.unsqueeze(-1),
+                             a.denominator * wa + b.denominator * wb, shift)
+
+
+def reorder_rows(c: SoftmaxCorrection | None, order: torch.Tensor | None) -> SoftmaxCorrection | None:
+    """The correction with its query rows in `order` ((L,) or (B, H, L))."""
+    if c is None or order is None:
+        return c
+    if order.dim() == 1:
+        return SoftmaxCorrection(c.numerator.index_select(2, order), c.denominator.index_select(2, order),
+                                 c.shift.index_select(2, order))
+    return SoftmaxCorrection(c.numerator.gather(2, order.unsqueeze(-1).expand(*order.shape, c.numerator.shape[-1])),
+                             c.denominator.gather(2, order), c.shift.gather(2, order))
