@@ -83,7 +83,8 @@ class AccelHost:
         """Body of a DIFFUSION_MODEL wrapper: `executor(*args, **kwargs)` runs the model's forward."""
         to = self.adapter.transformer_options_of(args, kwargs)
         if to is not None and to.get(RUN_KEY) is not None:
-            self.begin_call(to, args[0] if args else kwargs["x"])
+            x = args[0] if args else kwargs["x"]
+            self.begin_call(to, x[0] if isinstance(x, (list, tuple)) else x)  # LTXAV: [video, audio]
         return executor(*args, **kwargs)
 
     # ---- installing into transformer_options ----------------------------------------------------------------
@@ -107,16 +108,21 @@ class AccelHost:
         patches = [p for p in self.patches
                    if p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")]
 
-        def replacement(args: dict, extra: dict) -> dict:
+        flatten = kind.flatten or (lambda a: a)
+        unflatten = kind.unflatten or (lambda a: a)
+
+        def replacement(family_args: dict, extra: dict) -> dict:
             original = extra["original_block"]
 
             def run_real(a: dict) -> dict:
-                return previous(a, extra) if previous is not None else original(a)
+                a = unflatten(a)
+                return flatten(previous(a, extra) if previous is not None else original(a))
 
-            to = args.get("transformer_options") or {}
+            to = family_args.get("transformer_options") or {}
             run = to.get(RUN_KEY)
             if run is None:  # called outside a dit-accel run (another sampler path): stay out of it
-                return run_real(args)
+                return previous(family_args, extra) if previous is not None else original(family_args)
+            args = flatten(family_args)
             ctx = _context(to, args[kind.stream_keys[0]].shape[0])
 
             def counted(a: dict) -> dict:
@@ -135,7 +141,7 @@ class AccelHost:
             if position == total - 1:
                 for p in patches:
                     out = p.after_blocks(run, ctx, call, out)
-            return out
+            return unflatten(out)
 
         return replacement
 

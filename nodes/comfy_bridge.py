@@ -5,6 +5,8 @@ Wrappers registered (keys are module constants so other packs and tests can find
   * DIFFUSION_MODEL: build the StepContext for each batched model call.
 Block replacements and the attention override go into the clone's own transformer_options, chained onto whatever
 another node installed before us (Skip Layer Guidance, core sparse attention, ...), never replacing it.
+Families whose block loop has no replacement hook (Lumina 2 / Z-Image) also get the adapter's object patches
+(`add_object_patch`), which the patcher applies while the model is loaded and removes when it is unloaded.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ def apply_patch(model, patch: DiTPatch):
     host = host.with_patch(patch) if isinstance(host, AccelHost) else AccelHost(adapter, (patch,))
     to[HOST_KEY] = host
     host.install(to, diffusion_model)
+    for path, obj in adapter.object_patches(diffusion_model).items():  # families without a replacement hook
+        patched.add_object_patch(f"diffusion_model.{path}", obj)
     wrappers = comfy.patcher_extension.WrappersMP
     if WRAPPER_KEY not in patched.wrappers.get(wrappers.OUTER_SAMPLE, {}):
         patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)

@@ -22,6 +22,10 @@ class BlockKind:
     replace_key: str               # ComfyUI's patches_replace["dit"] key name: ("double_block", i), ...
     count: Callable[[torch.nn.Module], int]  # how many blocks of this kind the model has
     stream_keys: tuple[str, ...]   # token-stream keys a replacement receives and must return
+    # Families that hand several streams over in one container (LTXAV's (video, audio) tuple under "img") translate
+    # between ComfyUI's replacement args and one tensor per stream key; None (every other family) means as-is.
+    flatten: Callable[[dict], dict] | None = None     # ComfyUI args or outputs -> one tensor per stream key
+    unflatten: Callable[[dict], dict] | None = None   # the reverse, for the real block and ComfyUI's caller
 
 
 class FamilyAdapter:
@@ -48,6 +52,11 @@ class FamilyAdapter:
             return []
         return [f'patches_replace["dit"][("{k.replace_key}", i)]' for k in self.block_kinds
                 if f'"{k.replace_key}"' not in source and f"'{k.replace_key}'" not in source]
+
+    def object_patches(self, diffusion_model: torch.nn.Module) -> dict[str, object]:
+        """Model-patcher object patches (`add_object_patch`, paths relative to the diffusion model) for families
+        whose block loop has no replacement hook; none for the others."""
+        return {}
 
     def block_layout(self, diffusion_model: torch.nn.Module) -> list[tuple[BlockKind, int]]:
         """Every block in execution order, as (kind, index within kind)."""

@@ -12,7 +12,7 @@ log = logging.getLogger("dit_accel")
 
 # Family modules loaded at start-up. A module that fails to import (its ComfyUI hooks changed) is disabled with one
 # warning; the pack still imports and the other families still work.
-BUILTIN_FAMILY_MODULES = ("wan", "flux", "qwen_image", "hunyuan_video", "sd3", "ltxv")
+BUILTIN_FAMILY_MODULES = ("wan", "flux", "qwen_image", "hunyuan_video", "sd3", "ltxv", "lumina", "ltxav")
 
 _ADAPTERS: dict[str, FamilyAdapter] = {}
 _DISABLED: dict[str, str] = {}

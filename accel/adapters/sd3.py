@@ -16,7 +16,8 @@ from .registry import register_adapter
 @register_adapter
 class SD3Adapter(FamilyAdapter):
     name = "sd3"
-    class_names = ("MMDiT",)
+    # Not the base name "MMDiT": AuraFlow's model class (comfy/ldm/aura/mmdit.py) is also called MMDiT.
+    class_names = ("OpenAISignatureMMDITWrapper",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.joint_blocks), ("img", "txt")),)
     transformer_options_arg = -1
     attention_kind = "joint"

@@ -70,26 +70,24 @@ def test_block_cache_bad_settings_name_the_fix(node_registry):
 
 
 def test_unsupported_model_is_a_clear_error(node_registry, comfy_root):
-    """A Lumina 2 model (tiny, random) is not served yet: the error names the model and the supported families."""
-    import comfy.ldm.lumina.model
+    """An AuraFlow model (tiny, random) is not served: the error names the model and the supported families."""
+    import comfy.ldm.aura.mmdit
     import comfy.model_patcher
     import comfy.ops
-    lumina = comfy.ldm.lumina.model.NextDiT(patch_size=2, in_channels=4, dim=64, n_layers=2, n_refiner_layers=1,
-                                            n_heads=4, n_kv_heads=4, multiple_of=16, ffn_dim_multiplier=4.0,
-                                            qk_norm=True, cap_feat_dim=32, axes_dims=[4, 6, 6],
-                                            axes_lens=[64, 64, 64], operations=comfy.ops.disable_weight_init,
-                                            dtype=torch.float32, device="cpu")
+    aura = comfy.ldm.aura.mmdit.MMDiT(dim=64, n_layers=2, n_double_layers=1, n_heads=2, global_conddim=64,
+                                      cond_seq_dim=32, max_seq=64, operations=comfy.ops.disable_weight_init,
+                                      dtype=torch.float32, device="cpu")
 
     class Holder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.diffusion_model = lumina
+            self.diffusion_model = aura
 
     patcher = comfy.model_patcher.ModelPatcher(Holder(), torch.device("cpu"), torch.device("cpu"))
     from dit_accel.accel.adapters.registry import UnsupportedModelError
     from dit_accel.accel.caching import BlockCachePatch
     from dit_accel.nodes.comfy_bridge import apply_patch
-    with pytest.raises(UnsupportedModelError, match=r"'NextDiT'.*Supported families: .*flux.*wan"):
+    with pytest.raises(UnsupportedModelError, match=r"'MMDiT'.*Supported families: .*flux.*lumina.*wan"):
         apply_patch(patcher, BlockCachePatch())
 
 
