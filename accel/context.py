@@ -12,6 +12,9 @@ import torch
 
 COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond codes
 STREAM_KINDS = {COND: "cond", UNCOND: "uncond"}
+# Set in a call's transformer_options by a method's extra model call of a step (perturbation guidance's perturbed
+# pass): its streams get keys of their own, so per-stream state (block cache, ...) never mixes it with the main pass.
+BRANCH_KEY = "dit_accel_branch"
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Stream:
     kind: str
     key: str
     rows: slice
+    source_key: str | None = None  # in a branch call: the key of the main-pass stream this one branches from
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class StepContext:
     streams: tuple[Stream, ...]
     batch_size: int
     next_sigma: float = float("nan")  # the sigma this step moves to; nan when the schedule is unknown
+    branch: str | None = None         # the BRANCH_KEY of an extra call of the step; None for the main pass
 
     @property
     def step_weight(self) -> float:
@@ -73,8 +78,11 @@ class StepContext:
         next_sigma = float(schedule[step + 1]) if total else float("nan")
         streams = split_streams(transformer_options.get("cond_or_uncond"), transformer_options.get("uuids"),
                                 batch_size)
+        branch = transformer_options.get(BRANCH_KEY) or None
+        if branch is not None:
+            streams = tuple(Stream(s.kind, f"{s.key}#{branch}", s.rows, s.key) for s in streams)
         return cls(step=step, total_steps=total, sigma=sigma, streams=streams, batch_size=batch_size,
-                   next_sigma=next_sigma)
+                   next_sigma=next_sigma, branch=branch)
 
     @classmethod
     def single(cls, step: int, total_steps: int, sigma: float, batch_size: int, kind: str = "cond") -> "StepContext":

@@ -39,13 +39,16 @@ class AccelHost:
         # on clone) share it, so a node's patch object is the one that runs.
         return self
 
-    def with_patch(self, patch: DiTPatch) -> "AccelHost":
-        """A new host with one more patch (a later node in the graph); the original is left as it was."""
+    def with_patch(self, patch: DiTPatch, first: bool = False) -> "AccelHost":
+        """A new host with one more patch (a later node in the graph); the original is left as it was.
+
+        `first` puts it outermost, whatever the node order: a patch that must see every block of every call (one
+        that branches a call off another's saved state) asks for it."""
         if any(p.name == patch.name for p in self.patches):
             # Per-run state is keyed by the patch's name: two of a kind would overwrite each other's caches.
             raise ValueError(f"this MODEL already has a dit-accel {patch.name!r} node upstream; use one such node "
                              "per model (remove or bypass the other one)")
-        return AccelHost(self.adapter, self.patches + (patch,))
+        return AccelHost(self.adapter, (patch,) + self.patches if first else self.patches + (patch,))
 
     # ---- run lifecycle -------------------------------------------------------------------------------------
     def start_run(self) -> RunState:

@@ -20,14 +20,15 @@ from ..accel.patch import DiTPatch
 WRAPPER_KEY = "dit_accel"
 
 
-def apply_patch(model, patch: DiTPatch):
-    """Clone `model` (a ComfyUI ModelPatcher) and add `patch` to its dit-accel host. Raises on unsupported models."""
+def apply_patch(model, patch: DiTPatch, first: bool = False):
+    """Clone `model` (a ComfyUI ModelPatcher) and add `patch` to its dit-accel host (outermost with `first`).
+    Raises on unsupported models."""
     patched = model.clone()
     diffusion_model = patched.get_model_object("diffusion_model")
     adapter = adapter_for(diffusion_model)
     to = patched.model_options.setdefault("transformer_options", {})
     host = to.get(HOST_KEY)
-    host = host.with_patch(patch) if isinstance(host, AccelHost) else AccelHost(adapter, (patch,))
+    host = host.with_patch(patch, first) if isinstance(host, AccelHost) else AccelHost(adapter, (patch,))
     to[HOST_KEY] = host
     host.install(to, diffusion_model)
     for path, obj in adapter.object_patches(diffusion_model).items():  # families without a replacement hook

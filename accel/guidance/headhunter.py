@@ -1,0 +1,190 @@
+"""HeadHunter: greedily build the set of attention heads whose perturbation best serves an objective.
+
+"Fine-Grained Perturbation Guidance via Attention Head Selection" (Ahn et al., 2025): each round scores the current
+set plus one more candidate head, for every remaining head, and keeps the best addition; the search stops when no
+addition improves the objective, at `max_heads`, or when the evaluation budget is spent. Scoring one set means
+sampling with SoftPAG on it, so the budget counts samplings. Alongside, `layer_scores` scores each whole layer
+(layer-level PAG) under the same objective, the baseline a head set has to beat.
+
+Run on the bundled reference model (saves a named preset):
+    python -m dit_accel.accel.guidance.headhunter --objective fd --name reference-digits
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .heads import ALL_HEADS, HeadPair, format_heads, normalise
+
+Objective = Callable[[tuple[HeadPair, ...]], float]   # head set -> score, higher is better
+
+
+@dataclass(frozen=True)
+class HuntConfig:
+    max_heads: int = 3         # stop after this many heads
+    budget: int = 40           # at most this many objective evaluations (samplings), the empty set included
+    min_gain: float = 0.0      # an addition must raise the score by more than this
+
+    def __post_init__(self):
+        if self.max_heads < 1 or self.budget < 2 or self.min_gain < 0:
+            raise ValueError("need max_heads >= 1, budget >= 2 and min_gain >= 0")
+
+
+@dataclass
+class HuntRound:
+    added: HeadPair
+    score: float
+    scores: dict[str, float]   # "layer:head" -> score of the set with that head added
+
+
+@dataclass
+class HuntResult:
+    heads: tuple[HeadPair, ...]
+    score: float
+    baseline: float                    # the empty set: no perturbation guidance
+    rounds: list[HuntRound] = field(default_factory=list)
+    evaluations: int = 0
+    stopped: str = ""                  # why the search ended
+
+    def to_json(self) -> dict:
+        return {"heads": [list(p) for p in self.heads], "score": self.score, "baseline": self.baseline,
+                "evaluations": self.evaluations, "stopped": self.stopped,
+                "rounds": [{"added": list(r.added), "score": r.score, "scores": r.scores} for r in self.rounds]}
+
+
+def hunt(candidates: list[HeadPair], objective: Objective, config: HuntConfig = HuntConfig(),
+         progress: bool = True, baseline: float | None = None) -> HuntResult:
+    """Greedy forward selection of heads from `candidates` under `objective` (see the module docstring)."""
+    from tqdm.auto import tqdm
+    remaining = list(normalise(candidates))
+    bar = tqdm(total=config.budget, desc="HeadHunter", unit="eval", disable=not progress)
+    used = 0
+
+    def evaluate(heads) -> float:
+        nonlocal used
+        used += 1
+        bar.update()
+        return objective(normalise(heads))
+
+    try:
+        best = baseline if baseline is not None else evaluate(())
+        result = HuntResult((), best, best)
+        while True:
+            if len(result.heads) >= config.max_heads:
+                result.stopped = f"reached max_heads {config.max_heads}"
+                break
+            if not remaining:
+                result.stopped = "no candidates left"
+                break
+            if used >= config.budget:
+                result.stopped = f"evaluation budget {config.budget} spent"
+                break
+            scores: dict[HeadPair, float] = {}
+            for head in remaining:
+                if used >= config.budget:
+                    break
+                scores[head] = evaluate(result.heads + (head,))
+                bar.set_postfix_str(f"round {len(result.rounds) + 1}: best {max(scores.values()):.4g} "
+                                    f"(now {best:.4g})")
+            head, score = max(scores.items(), key=lambda kv: kv[1])
+            # Next round tries the heads that did best in this one first, so a budget cut drops the weakest.
+            remaining.sort(key=lambda h: -scores.get(h, float("-inf")))
+            if score <= best + config.min_gain:
+                result.stopped = f"no remaining head improved the score (best addition {format_heads([head])}: " \
+                                 f"{score:.4g} vs {best:.4g})"
+                break
+            best = score
+            remaining.remove(head)
+            result.rounds.append(HuntRound(head, score, {format_heads([h]): s for h, s in scores.items()}))
+            result.heads, result.score = normalise(result.heads + (head,)), score
+    finally:
+        bar.close()
+    result.evaluations = used
+    return result
+
+
+def layer_scores(layers: int, objective: Objective, progress: bool = True) -> dict[int, float]:
+    """Each whole layer perturbed alone (layer-level PAG), scored by the same objective."""
+    from tqdm.auto import tqdm
+    return {layer: objective(((layer, ALL_HEADS),))
+            for layer in tqdm(range(layers), desc="layer-level PAG", unit="eval", disable=not progress)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..adapters.registry import adapter_for
+    from .heads import count_heads
+    from .presets import PRESET_DIR, HeadPreset, save_preset
+    from .reference_objective import OBJECTIVES, ReferenceObjective
+    from .softpag import SoftPAGConfig
+
+    parser = argparse.ArgumentParser(prog="python -m dit_accel.accel.guidance.headhunter", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objective", choices=OBJECTIVES, default="fd",
+                        help="fd: Fréchet distance to held-out real digits (lower is better); confidence: the "
+                             "classifier's probability of the requested digit")
+    parser.add_argument("--budget", type=int, default=HuntConfig.budget, help="objective evaluations (samplings)")
+    parser.add_argument("--max-heads", type=int, default=HuntConfig.max_heads)
+    parser.add_argument("--seeds", type=int, default=1, help="noise seeds per evaluation (10 digits each)")
+    parser.add_argument("--steps", type=int, default=8, help="sampling steps per evaluation")
+    parser.add_argument("--scale", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--start-percent", type=float, default=0.0)
+    parser.add_argument("--end-percent", type=float, default=0.6)
+    parser.add_argument("--no-layers", action="store_true", help="skip the layer-level comparison")
+    parser.add_argument("--name", default="", help="save the found set as this preset (accel/guidance/presets/)")
+    parser.add_argument("--json", default="", help="write the whole search record here")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+
+    guidance = SoftPAGConfig(scale=args.scale, alpha=args.alpha, start_percent=args.start_percent,
+                             end_percent=args.end_percent)
+    objective = ReferenceObjective(args.objective, guidance, seeds=args.seeds, steps=args.steps)
+    model = objective.model
+    layers, per_layer = len(adapter_for(model).block_layout(model)), count_heads(model)
+    started = time.time()
+    baseline = objective(())
+    result = hunt([(l, h) for l in range(layers) for h in range(per_layer)], objective,
+                  HuntConfig(args.max_heads, args.budget, 0.0), baseline=baseline)
+    per_layer_scores = {} if args.no_layers else layer_scores(layers, objective)
+    best_layer = max(per_layer_scores, key=per_layer_scores.get) if per_layer_scores else None
+    record = {"objective": args.objective, "score_is": "minus the Fréchet distance" if args.objective == "fd"
+              else "mean probability of the requested digit", "settings": asdict(guidance),
+              "search": {"seeds": args.seeds, "steps": args.steps, "seed_offset": objective.seed_offset,
+                         "budget": args.budget, "max_heads": args.max_heads},
+              "found": result.to_json(), "layer_scores": {str(k): v for k, v in per_layer_scores.items()},
+              "seconds": round(time.time() - started, 1)}
+    print(f"HeadHunter ({args.objective}): no guidance {baseline:.4g}; found {format_heads(result.heads) or 'none'} "
+          f"-> {result.score:.4g} in {result.evaluations} evaluations ({result.stopped})")
+    if best_layer is not None:
+        verdict = "beats" if result.score > per_layer_scores[best_layer] else "does not beat"
+        print(f"best single full layer: {best_layer} -> {per_layer_scores[best_layer]:.4g}; the head set {verdict} it")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=2)
+    if args.name and result.heads:
+        extra = {"objective": record["objective"], "score_is": record["score_is"], "search": record["search"],
+                 "no_guidance_score": baseline, "score": result.score,
+                 "rounds": record["found"]["rounds"], "layer_scores": record["layer_scores"]}
+        if best_layer is not None:
+            extra["best_single_layer"] = {"layer": best_layer, "score": per_layer_scores[best_layer]}
+        settings = {k: getattr(guidance, k) for k in ("scale", "alpha", "start_percent", "end_percent")}
+        preset = HeadPreset(args.name, adapter_for(model).name, layers, per_layer, result.heads,
+                            source="found by HeadHunter on the bundled reference model: python -m "
+                                   "dit_accel.accel.guidance.headhunter " + " ".join(argv or []),
+                            model="dit-accel reference digits DiT (Wan 2.1 format, 8 blocks x 2 heads)",
+                            settings=settings, extra=extra)
+        print(f"saved preset {args.name!r} to {save_preset(preset, PRESET_DIR)}")
+    elif args.name:
+        print("nothing saved: no head improved the objective")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    raise SystemExit(main(sys.argv[1:]))
