@@ -105,8 +105,35 @@ def flux_dev_with_block_cache() -> dict:
     return g.to_json()
 
 
+def reference_with_head_guidance() -> dict:
+    """The reference model with CFG alone and with CFG + DiT Head Guidance on the shipped HeadHunter preset (its
+    own settings), side by side."""
+    g = Graph()
+    model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
+    guided_model = g.node("DiTAccelHeadGuidance", [2.0, 1.0, "reference-digits", 0.0, 0.6, True],
+                          [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300), "DiT Head Guidance (preset)")
+    digit = g.node("DiTAccelDigitLabel", ["3"], [], [("CONDITIONING", "CONDITIONING")], (0, 600))
+    negative = g.node("DiTAccelDigitLabel", ["unconditional"], [], [("CONDITIONING", "CONDITIONING")], (0, 750))
+    latent = g.node("DiTAccelDigitEmptyLatent", [128, 4], [], [("LATENT", "LATENT")], (0, 900))
+    plain = sampler(g, 400, 0, "CFG alone")
+    guided = sampler(g, 400, 400, "CFG + head guidance")
+    g.link(model, 0, plain, "model")
+    g.link(model, 0, guided_model, "model")
+    g.link(guided_model, 0, guided, "model")
+    for ks, y in ((plain, 0), (guided, 400)):
+        g.link(digit, 0, ks, "positive")
+        g.link(negative, 0, ks, "negative")
+        g.link(latent, 0, ks, "latent_image")
+        dec = g.node("DiTAccelDigitDecode", [], [("samples", "LATENT")], [("IMAGE", "IMAGE")], (800, y))
+        g.link(ks, 0, dec, "samples")
+        prev = g.node("PreviewImage", [], [("images", "IMAGE")], [], (1100, y))
+        g.link(dec, 0, prev, "images")
+    return g.to_json()
+
+
 WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_with_and_without_acceleration,
-             "flux_dev_block_cache.json": flux_dev_with_block_cache}
+             "flux_dev_block_cache.json": flux_dev_with_block_cache,
+             "reference_digits_head_guidance.json": reference_with_head_guidance}
 
 if __name__ == "__main__":
     for name, build in WORKFLOWS.items():

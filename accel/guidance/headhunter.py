@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-percent", type=float, default=0.0)
     parser.add_argument("--end-percent", type=float, default=0.6)
     parser.add_argument("--no-layers", action="store_true", help="skip the layer-level comparison")
+    parser.add_argument("--layers-only", action="store_true",
+                        help="only score each whole layer (write them with --json, pass them on with --layer-scores)")
+    parser.add_argument("--layer-scores", default="",
+                        help="a --layers-only record (same settings) to use instead of scoring the layers again")
     parser.add_argument("--name", default="", help="save the found set as this preset (accel/guidance/presets/)")
     parser.add_argument("--json", default="", help="write the whole search record here")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -149,9 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     layers, per_layer = len(adapter_for(model).block_layout(model)), count_heads(model)
     started = time.time()
     baseline = objective(())
+    if args.layers_only:
+        scores = layer_scores(layers, objective)
+        print(f"no guidance {baseline:.4g}; " + ", ".join(f"layer {k}: {v:.4g}" for k, v in scores.items()))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"objective": args.objective, "settings": asdict(guidance), "baseline": baseline,
+                           "layer_scores": {str(k): v for k, v in scores.items()}}, f, indent=2)
+        return 0
     result = hunt([(l, h) for l in range(layers) for h in range(per_layer)], objective,
                   HuntConfig(args.max_heads, args.budget, 0.0), baseline=baseline)
-    per_layer_scores = {} if args.no_layers else layer_scores(layers, objective)
+    if args.layer_scores:
+        with open(args.layer_scores) as f:
+            given = json.load(f)
+        if given["settings"] != asdict(guidance) or given["objective"] != args.objective:
+            raise SystemExit(f"{args.layer_scores} was measured with other settings or another objective")
+        per_layer_scores = {int(k): v for k, v in given["layer_scores"].items()}
+    else:
+        per_layer_scores = {} if args.no_layers else layer_scores(layers, objective)
     best_layer = max(per_layer_scores, key=per_layer_scores.get) if per_layer_scores else None
     record = {"objective": args.objective, "score_is": "minus the Fréchet distance" if args.objective == "fd"
               else "mean probability of the requested digit", "settings": asdict(guidance),
