@@ -11,8 +11,9 @@ other packs' replacements keep meaning what they meant on this family (nothing).
 
 Replacement args: {"img", "x_mask", "freqs_cis", "adaln_input", "transformer_options"} plus "timestep_zero_index"
 where the installed ComfyUI passes it (0.33.0); returns {"img"}. img is the joint [text | image] sequence. With
-reference latents (Z-Image omni) `adaln_input` has two rows per sample (a zero-timestep half first): it is handed over
-as "adaln_input" and "adaln_input_ref", one row each per sample, so row subsets stay aligned.
+reference latents (Z-Image omni) `adaln_input` has two rows per sample (a zero-timestep half first): patches get it
+as "adaln_input" and "adaln_input_ref", one row each per sample, so running a block on a subset of rows stays aligned
+(the block kind's flatten / unflatten).
 
 Attention: `JointAttention` calls `optimized_attention_masked(q, k, v, heads, mask, skip_reshape=True,
 transformer_options=...)` in both versions, so `optimized_attention_override` sees every call (main layers and the
@@ -82,12 +83,10 @@ class LayerForward:
         named = {k: v for k, v in bound.arguments.items() if k not in ("self", "x")}
         passed = tuple(named)  # parameters the caller gave: handed back exactly, defaults left to the layer
 
-        def original_block(a: dict) -> dict:
-            a = _join_rows(a)
+        def original_block(a: dict) -> dict:  # ComfyUI's args layout (the host unflattens before calling it)
             return {"img": self._original(a["img"], **{k: a[k] for k in passed})}
 
-        out = fn(_split_rows({"img": x, **named}), {"original_block": original_block})
-        return out["img"]
+        return fn({"img": x, **named}, {"original_block": original_block})["img"]
 
 
 def _layer_count(model: torch.nn.Module) -> int:

@@ -223,6 +223,36 @@ def test_lumina_layer_patch_is_inert_without_a_run(name, comfy_root):
     assert all(getattr(layer.forward, "__func__", None) is type(layer).forward for layer in model.layers)
 
 
+class RowByRow(DiTPatch):
+    """Runs every block one batch row at a time, as a patch computing a subset of rows does."""
+
+    name = "row_by_row"
+
+    def around_block(self, run, ctx, call, run_block):
+        b = call.hidden.shape[0]
+        outs = [run_block({k: v[r:r + 1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == b else v
+                           for k, v in call.args.items()}) for r in range(b)]
+        return {k: torch.cat([o[k] for o in outs]) for k in call.stream_keys}
+
+
+@pytest.mark.parametrize("omni", [False, True], ids=["text-to-image", "omni-reference-latent"])
+def test_lumina_rows_stay_aligned(omni, comfy_root):
+    """Z-Image omni gives each sample two adaLN rows; the adapter hands them over one row per sample, so a block run
+    on a subset of rows gets the matching modulation."""
+    import inspect
+    model, inputs, _ = _build("z_image")
+    if omni:
+        if "ref_latents" not in inspect.signature(type(model)._forward).parameters:
+            pytest.skip("this ComfyUI's NextDiT has no reference latents (omni)")
+        inputs = dict(inputs, ref_latents=[torch.randn(1, 4, 8, 8)], ref_contexts=[torch.randn(1, 5, 32)])
+    adapter = adapter_for(model)
+    host = AccelHost(adapter, (RowByRow(),))
+    with torch.no_grad():
+        expected = _forward(model, inputs, 0.5, {})
+        out = _forward(model, inputs, 0.5, _host_options(host, model), adapter.object_patches(model))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_block_cache_skips_counted_work_on_every_family(name, comfy_root):
     model, inputs, blocks = _build(name)
