@@ -1,0 +1,141 @@
+"""`quantize_(model, config, filter)`: replace the chosen nn.Linear layers in place, dispatching on the config type.
+
+The default filter takes the linear layers inside the transformer blocks and leaves embeddings, norms, modulation
+(adaLN / `*_mod`) and the final layer in 16 bits, as the paper and ComfyUI's own quantized checkpoints do.
+Calibration (`collect_channel_stats`) is only needed by the adaptive rotation; every other scheme is data-free.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .config import Float16Config, Int8Config, QuantConfig, WeightOnlyConfig
+from .linear import QUANTIZED_LINEARS, CodebookLinear, Int8Linear
+from .rotation import ChannelStats, choose_rotation, rotate_weight, smoothing_factors
+from .twin_log import quantize_weight
+
+LayerFilter = Callable[[str, nn.Module], bool]
+Progress = Callable[[int, int], None]
+
+_BLOCK_NAME = re.compile(r"(^|\.)(blocks|double_blocks|single_blocks|transformer_blocks|joint_blocks)\.\d+\.")
+_KEEP_16BIT = re.compile(r"(mod|adaLN|norm|embed)", re.IGNORECASE)
+
+
+def default_filter(name: str, module: nn.Module) -> bool:
+    """Linear layers inside transformer blocks, except modulation / norm / embedding projections."""
+    if not isinstance(module, nn.Linear) or not _BLOCK_NAME.search(name):
+        return False
+    return not _KEEP_16BIT.search(name[_BLOCK_NAME.search(name).end():])
+
+
+def target_layers(model: nn.Module, layer_filter: LayerFilter | None = None) -> list[tuple[str, nn.Linear]]:
+    layer_filter = layer_filter or default_filter
+    return [(n, m) for n, m in model.named_modules() if layer_filter(n, m)]
+
+
+# --- per-scheme layer quantizers (a registry keyed by config type, not an if-chain) ---------------------------
+
+def _weight_only(linear: nn.Linear, config: WeightOnlyConfig, stats: ChannelStats | None) -> nn.Module:
+    codes, scales, codebook = quantize_weight(linear.weight.detach(), config.bits, config.group_size,
+                                              config.codebook, config.clip_search)
+    return CodebookLinear.from_codes(linear, codes, scales, codebook, config.bits, config.group_size)
+
+
+def int8_weight(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes and fp32 scales per row (group 0) or per row and `group` columns."""
+    n, k = weight.shape
+    size = group or k
+    wg = weight.float().view(n, k // size, size)
+    scale = (wg.abs().amax(-1) / 127.0).clamp(min=1e-30)
+    q = torch.round(wg / scale.unsqueeze(-1)).clamp(-128, 127).to(torch.int8)
+    return q.view(n, k), scale
+
+
+def _int8(linear: nn.Linear, config: Int8Config, stats: ChannelStats | None) -> nn.Module:
+    weight = linear.weight.detach().float()
+    kind = config.rotation if config.rotation != "adaptive" else choose_rotation(stats, config.outlier_ratio)
+    smooth = None
+    if kind == "outlier_aware":
+        smooth = smoothing_factors(stats.absmax, weight, config.smooth_alpha)
+    group = 0 if kind == "none" else config.rotation_group
+    if group:
+        weight = rotate_weight(weight, group, smooth)
+    qweight, scale = int8_weight(weight, config.weight_group)
+    bias = None if linear.bias is None else linear.bias.detach().clone()
+    return Int8Linear(linear.in_features, linear.out_features, bias, qweight, scale, config.act_group, group, smooth)
+
+
+LAYER_QUANTIZERS: dict[type, Callable[[nn.Linear, QuantConfig, ChannelStats | None], nn.Module]] = {
+    WeightOnlyConfig: _weight_only,
+    Int8Config: _int8,
+}
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def quantize_(model: nn.Module, config: QuantConfig, layer_filter: LayerFilter | None = None,
+              calibration: dict[str, ChannelStats] | None = None, progress: Progress | None = None) -> nn.Module:
+    """Quantize `model` in place and return it. Float16Config leaves it untouched (the exact setting)."""
+    if isinstance(config, Float16Config):
+        return model
+    quantizer = LAYER_QUANTIZERS.get(type(config))
+    if quantizer is None:
+        raise TypeError(f"no quantizer for {type(config).__name__}; known: "
+                        f"{', '.join(c.__name__ for c in LAYER_QUANTIZERS)}")
+    layers = target_layers(model, layer_filter)
+    for i, (name, linear) in enumerate(layers):
+        device, dtype = linear.weight.device, linear.weight.dtype
+        stats = (calibration or {}).get(name)
+        qlinear = quantizer(linear, config, stats).to(device)
+        if qlinear.bias is not None:
+            qlinear.bias.data = qlinear.bias.data.to(dtype)
+        _set_submodule(model, name, qlinear)
+        if progress is not None:
+            progress(i + 1, len(layers))
+    return model
+
+
+@contextmanager
+def collect_channel_stats(model: nn.Module, layer_filter: LayerFilter | None = None):
+    """Record each target layer's per-channel input absmax while the caller runs the model (calibration)."""
+    stats: dict[str, ChannelStats] = {}
+    handles = []
+    for name, linear in target_layers(model, layer_filter):
+        stats[name] = ChannelStats(torch.zeros(linear.in_features))
+        handles.append(linear.register_forward_pre_hook(lambda mod, args, s=stats[name]: s.update(args[0])))
+    try:
+        yield stats
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def quantized_layers(model: nn.Module) -> Iterable[nn.Module]:
+    return (m for m in model.modules() if isinstance(m, QUANTIZED_LINEARS))
+
+
+def weight_bytes_report(model: nn.Module) -> dict:
+    """Bytes of the quantized linear weights (with scales, codebooks, smoothing) against the same in 16 bits, and
+    of every parameter and buffer of the model (16-bit where unquantized) for the whole-model picture."""
+    layers = list(quantized_layers(model))
+    dense = sum(m.dense_weight_bytes() for m in layers)
+    stored = sum(m.weight_bytes() for m in layers)
+    quant_ids = {id(t) for m in layers for t in (*m.buffers(), *m.parameters())}
+    rest = sum(t.numel() * 2 for t in (*model.parameters(), *model.buffers())
+               if id(t) not in quant_ids and t.is_floating_point())
+    bias = sum(m.bias.numel() * 2 for m in layers if m.bias is not None)
+    return {
+        "quantized_layers": len(layers),
+        "linear_weight_bytes_16bit": dense,
+        "linear_weight_bytes_quantized": stored,
+        "weight_bytes_ratio": dense / stored if stored else 1.0,
+        "model_bytes_16bit": dense + rest + bias,
+        "model_bytes_quantized": stored + rest + bias,
+    }

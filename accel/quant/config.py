@@ -1,0 +1,112 @@
+"""Quantization settings: one frozen, versioned dataclass per scheme; `quantize_` dispatches on the type.
+
+Each config serialises to a plain dict (`to_dict` / `config_from_dict`) so a saved file can say exactly how its
+weights were made, and a file written by a newer format version is refused instead of misread.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+FORMAT_VERSION = 1  # bump when the meaning of a stored field changes
+
+CODEBOOKS = ("twin_log", "uniform")
+ROTATIONS = ("adaptive", "hadamard", "none")
+
+
+@dataclass(frozen=True)
+class Float16Config:
+    """The exact setting: nothing is quantized, the model is returned untouched."""
+
+    version: int = FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class WeightOnlyConfig:
+    """Weight-only quantization with per-group scales (activations stay 16-bit: W3A16 / W4A16 / W6A16 / W8A16).
+
+    codebook "twin_log" is LRQ-DiT's Twin-Log Quantization (arXiv 2508.03485): the levels follow two logarithmic
+    grids of different bases that meet inside the dense middle of the Gaussian-like, long-tailed weight
+    distribution, fitted per layer; "uniform" is plain round-to-nearest on an evenly spaced grid, the baseline.
+    clip_search picks each group's scale from a few clipping ratios by reconstruction error (both codebooks).
+    """
+
+    bits: int = 4
+    group_size: int = 64
+    codebook: str = "twin_log"
+    clip_search: bool = True
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.bits not in (2, 3, 4, 6, 8):
+            raise ValueError(f"bits must be 2, 3, 4, 6 or 8, got {self.bits}")
+        if self.group_size < 8 or self.group_size % 8:
+            raise ValueError(f"group_size must be a positive multiple of 8, got {self.group_size}")
+        if self.codebook not in CODEBOOKS:
+            raise ValueError(f"codebook must be one of {CODEBOOKS}, got {self.codebook!r}")
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    """W8A8: int8 weights and int8 dynamic activations with a block-diagonal rotation in front of the GEMM.
+
+    The ComfyUI core recipe (INT8 tensor-wise weights with ConvRot) is `Int8Config.convrot()`: Hadamard groups of
+    256, one int8 scale per output row, activations per token. The LRQ-DiT recipe uses the Adaptive Rotation Scheme
+    (rotation="adaptive"): per layer, calibration statistics pick a plain Hadamard rotation (mild outliers) or an
+    outlier-aware one (channel smoothing folded into the weight, then Hadamard) when a few channels carry salient
+    outliers; activations are then quantized per token and per `act_group` channels.
+    """
+
+    rotation: str = "adaptive"
+    rotation_group: int = 64           # Hadamard block size (a power of 4, as ComfyUI's regular Hadamard)
+    act_group: int = 64                # channels per activation scale; 0 = one scale per token
+    weight_group: int = 64             # channels per weight scale; 0 = one scale per output row
+    outlier_ratio: float = 6.0         # channel absmax / median channel absmax above which a layer is "salient"
+    smooth_alpha: float = 0.5          # SmoothQuant-style migration strength of the outlier-aware rotation
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        size = self.rotation_group
+        if self.rotation != "none" and (size < 4 or size & (size - 1) or (size.bit_length() - 1) % 2):
+            raise ValueError(f"rotation_group must be a power of 4 (4, 16, 64, 256, ...), got {size}")
+        for name in ("act_group", "weight_group"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.act_group and self.weight_group and self.act_group != self.weight_group:
+            raise ValueError("act_group and weight_group must be equal when both are grouped (one scale per K-group)")
+
+    @classmethod
+    def convrot(cls) -> "Int8Config":
+        """ComfyUI core's int8_tensorwise + convrot format (comfy-kitchen TensorWiseINT8Layout)."""
+        return cls(rotation="hadamard", rotation_group=256, act_group=0, weight_group=0)
+
+    @property
+    def is_core_convrot(self) -> bool:
+        return self.rotation == "hadamard" and self.act_group == 0 and self.weight_group == 0
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.rotation == "adaptive"
+
+
+QuantConfig = Float16Config | WeightOnlyConfig | Int8Config
+CONFIG_TYPES = {cls.__name__: cls for cls in (Float16Config, WeightOnlyConfig, Int8Config)}
+
+
+def to_dict(config: QuantConfig) -> dict:
+    return {"type": type(config).__name__, **asdict(config)}
+
+
+def config_from_dict(data: dict) -> QuantConfig:
+    data = dict(data)
+    kind = data.pop("type", None)
+    if kind not in CONFIG_TYPES:
+        raise ValueError(f"unknown quantization config type {kind!r}; known: {sorted(CONFIG_TYPES)}")
+    version = int(data.get("version", FORMAT_VERSION))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"quantization format version {version} is newer than this dit-accel understands "
+                         f"({FORMAT_VERSION}); update dit-accel")
+    cls = CONFIG_TYPES[kind]
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
