@@ -1,6 +1,7 @@
 """Settings of the sparse-attention patch (the policy's own knobs live in its `Params`)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ...kernels.block_sparse import BACKENDS
@@ -61,3 +62,17 @@ class SparseAttentionConfig:
     def describe(self) -> str:
         budget = f"top-p {self.top_p:g}" if self.top_p is not None else f"target {self.sparsity:.0%}"
         return f"{self.policy}, {budget}, block {self.block_size}, {self.warmup_steps} dense warm-up steps"
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """'0, 1, 30-39' -> (0, 1, 30, ..., 39): block positions written the way ComfyUI core's sparse node takes them."""
+    layers: set[int] = set()
+    for part in re.split(r"[,\s]+", (text or "").strip()):
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise ValueError(f"dense layers must look like '0, 1, 30-39' (block numbers and ranges), got {part!r}")
+        a, b = int(match.group(1)), int(match.group(2) or match.group(1))
+        layers.update(range(min(a, b), max(a, b) + 1))
+    return tuple(sorted(layers))
