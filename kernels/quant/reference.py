@@ -55,7 +55,9 @@ def int8_linear_ref(xq: torch.Tensor, x_scale: torch.Tensor, wq: torch.Tensor, w
     out = torch.zeros(m, wq.shape[0], dtype=torch.float32, device=xq.device)
     for g in range(groups):
         sl = slice(g * size, (g + 1) * size)
-        partial = xq[:, sl].float() @ wq[:, sl].float().T  # exact: integers below 2**24
+        # Exact integer sums: fp32 holds them while size * 127**2 < 2**24, fp64 beyond (long per-token rows).
+        acc = torch.float32 if size <= 1024 else torch.float64
+        partial = (xq[:, sl].to(acc) @ wq[:, sl].to(acc).T).float()
         out += partial * x_scale[:, g:g + 1].float() * w_scale[:, g].unsqueeze(0)
     if bias is not None:
         out = out + bias.float()

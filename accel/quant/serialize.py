@@ -1,0 +1,187 @@
+"""Quantized checkpoints in ComfyUI's per-layer `comfy_quant` convention, with a versioned dit-accel header.
+
+Per quantized layer `p` the state dict holds `p.weight`, its scales and a `p.comfy_quant` uint8 tensor with the
+layer's JSON config, exactly as ComfyUI's mixed-precision loader (comfy/ops.py) expects:
+  * ComfyUI core's W8A8 ConvRot (`Int8Config.convrot()`): format "int8_tensorwise" with convrot=true and
+    convrot_groupsize; `p.weight` int8 (N, K) in the rotated basis, `p.weight_scale` fp32 (N, 1). Plain ComfyUI
+    (0.27+) loads and runs these files with no pack installed.
+  * TLQ / uniform codebooks (`WeightOnlyConfig`): format "dit_accel_codebook" with bits and group_size;
+    `p.weight` = bit plane 0 (uint8), `p.weight_plane1` (3- and 6-bit), `p.weight_scale` fp16 (N, K/group),
+    `p.weight_codebook` fp32 (2**bits). Only dit-accel's loader understands this format.
+Everything else stays as it was (16-bit). The safetensors metadata carries HEADER_KEY: {"format_version", "config"};
+a file whose version is newer than ours, or whose tensors do not fit the model, fails with an error naming it.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from ...kernels.quant import plane_widths
+from .api import LAYER_QUANTIZERS, LayerFilter, Progress, default_filter
+from .config import FORMAT_VERSION, Int8Config, QuantConfig, WeightOnlyConfig, config_from_dict, to_dict
+from .linear import CodebookLinear, Int8Linear
+
+HEADER_KEY = "dit_accel_quant"
+CORE_INT8 = "int8_tensorwise"
+CODEBOOK_FORMAT = "dit_accel_codebook"
+
+
+def encode_layer_conf(conf: dict) -> torch.Tensor:
+    return torch.tensor(list(json.dumps(conf).encode("utf-8")), dtype=torch.uint8)
+
+
+def decode_layer_conf(tensor: torch.Tensor) -> dict:
+    return json.loads(bytes(tensor.to(torch.uint8).tolist()).decode("utf-8"))
+
+
+def header(config: QuantConfig) -> dict[str, str]:
+    return {HEADER_KEY: json.dumps({"format_version": FORMAT_VERSION, "config": to_dict(config)})}
+
+
+def read_header(metadata: dict | None) -> QuantConfig:
+    """The config a file was written with; a clear error when the header is missing or from a newer dit-accel."""
+    if not metadata or HEADER_KEY not in metadata:
+        raise ValueError(f"not a dit-accel quantized file: its safetensors metadata has no '{HEADER_KEY}' header "
+                         "(write it with the DiT Save Quantized node)")
+    info = json.loads(metadata[HEADER_KEY])
+    version = int(info.get("format_version", 0))
+    if version > FORMAT_VERSION or version < 1:
+        raise ValueError(f"quantized file format version {version} is not supported by this dit-accel (reads 1.."
+                         f"{FORMAT_VERSION}); update dit-accel or re-save the file")
+    return config_from_dict(info["config"])
+
+
+def layer_state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    """The `comfy_quant` tensors of one quantized layer (bias excluded)."""
+    if isinstance(module, Int8Linear):
+        if module.kind != "hadamard" or module.act_group or module.weight_scale.shape[1] != 1:
+            raise ValueError(f"{prefix}: only ComfyUI core's ConvRot recipe (Int8Config.convrot()) has a file format")
+        conf = {"format": CORE_INT8, "convrot": True, "convrot_groupsize": module.rotation_group}
+        return {f"{prefix}weight": module.qweight, f"{prefix}weight_scale": module.weight_scale,
+                f"{prefix}comfy_quant": encode_layer_conf(conf)}
+    if isinstance(module, CodebookLinear):
+        conf = {"format": CODEBOOK_FORMAT, "bits": module.bits, "group_size": module.group_size}
+        planes = module.planes
+        out = {f"{prefix}weight": planes[0], f"{prefix}weight_scale": module.scales,
+               f"{prefix}weight_codebook": module.codebook, f"{prefix}comfy_quant": encode_layer_conf(conf)}
+        if len(planes) > 1:
+            out[f"{prefix}weight_plane1"] = planes[1]
+        return out
+    raise TypeError(f"{prefix}: {type(module).__name__} is not a dit-accel quantized layer")
+
+
+CORE_FP8 = "float8_e4m3fn"
+FP8_MAX = 448.0
+
+
+def fp8_layer_state(prefix: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """ComfyUI core's fp8 e4m3 format (every snapshot since 0.3.x): per-tensor scale = absmax / 448."""
+    scale = (weight.float().abs().max() / FP8_MAX).clamp(min=1e-12)
+    q = (weight.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return {f"{prefix}weight": q, f"{prefix}weight_scale": scale.reshape(()),
+            f"{prefix}comfy_quant": encode_layer_conf({"format": CORE_FP8})}
+
+
+def fp8_state_dict(state: dict[str, torch.Tensor], layer_filter: LayerFilter | None = None,
+                   progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """The W8 fallback for a ComfyUI without INT8: the selected layers in core's fp8 format."""
+    layer_filter = layer_filter or default_filter
+    names = [k[:-len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 2
+             and layer_filter(k[:-len(".weight")], nn.Linear(1, 1))]
+    out = {k: v for k, v in state.items() if k not in {f"{n}.weight" for n in names}}
+    for i, name in enumerate(names):
+        out.update(fp8_layer_state(f"{name}.", state[f"{name}.weight"]))
+        if progress is not None:
+            progress(i + 1, len(names))
+    return out
+
+
+def quantize_state_dict(state: dict[str, torch.Tensor], config: QuantConfig,
+                        layer_filter: LayerFilter | None = None, calibration: dict | None = None,
+                        progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """Quantize the 2-D `*.weight` entries that the filter selects (one layer at a time: peak memory is one
+    layer's float copy); other tensors pass through unchanged."""
+    quantizer = LAYER_QUANTIZERS.get(type(config))
+    if quantizer is None:
+        return dict(state)
+    layer_filter = layer_filter or default_filter
+    names = [k[:-len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 2]
+    probe = nn.Linear(1, 1)  # the filter looks at names and module types; state dicts only have names
+    names = [n for n in names if layer_filter(n, probe)]
+    out = {k: v for k, v in state.items() if k not in {f"{n}.weight" for n in names}}
+    for i, name in enumerate(names):
+        weight = state[f"{name}.weight"]
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+        linear.weight = nn.Parameter(weight.float(), requires_grad=False)
+        module = quantizer(linear, config, (calibration or {}).get(name))
+        out.update(layer_state(f"{name}.", module))
+        if progress is not None:
+            progress(i + 1, len(names))
+    return out
+
+
+def module_from_state(prefix: str, state: dict[str, torch.Tensor], in_features: int, out_features: int,
+                      bias: torch.Tensor | None) -> nn.Module:
+    """Rebuild one quantized layer from its `comfy_quant` tensors, checking every shape against the model."""
+    conf = decode_layer_conf(state[f"{prefix}comfy_quant"])
+    fmt = conf.get("format")
+    weight = state[f"{prefix}weight"]
+
+    def expect(key: str, shape: tuple) -> torch.Tensor:
+        if key not in state:
+            raise ValueError(f"quantized file is missing '{key}' for layer {prefix[:-1]}")
+        if tuple(state[key].shape) != tuple(shape):
+            raise ValueError(f"quantized file does not fit the model: '{key}' has shape {tuple(state[key].shape)}, "
+                             f"the model's layer {prefix[:-1]} ({out_features}x{in_features}) needs {tuple(shape)}")
+        return state[key]
+
+    if fmt == CORE_INT8 and conf.get("convrot"):
+        group = int(conf.get("convrot_groupsize", 256))
+        expect(f"{prefix}weight", (out_features, in_features))
+        scale = expect(f"{prefix}weight_scale", (out_features, 1))
+        return Int8Linear(in_features, out_features, bias, weight.to(torch.int8), scale, 0, group, None)
+    if fmt == CODEBOOK_FORMAT:
+        bits, group = int(conf["bits"]), int(conf["group_size"])
+        widths = plane_widths(bits)
+        planes = [expect(f"{prefix}weight", (out_features, in_features * widths[0] // 8))]
+        if len(widths) > 1:
+            planes.append(expect(f"{prefix}weight_plane1", (out_features, in_features * widths[1] // 8)))
+        if in_features % group:
+            raise ValueError(f"layer {prefix[:-1]}: group_size {group} does not divide in_features {in_features}")
+        scales = expect(f"{prefix}weight_scale", (out_features, in_features // group))
+        codebook = expect(f"{prefix}weight_codebook", (2 ** bits,))
+        return CodebookLinear(in_features, out_features, bits, group, bias, planes, scales, codebook)
+    raise ValueError(f"layer {prefix[:-1]}: quantization format {fmt!r} is not one dit-accel can load")
+
+
+def load_quantized_(model: nn.Module, state: dict[str, torch.Tensor], metadata: dict | None) -> nn.Module:
+    """Load a dit-accel quantized file into a 16-bit `model` of the same architecture (pure torch, in place)."""
+    read_header(metadata)
+    quantized = [k[:-len(".comfy_quant")] for k in state if k.endswith(".comfy_quant")]
+    plain = {k: v for k, v in state.items() if not any(k.startswith(f"{n}.") for n in quantized)}
+    for name in quantized:
+        try:
+            linear = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"quantized file has layer {name}, which this model does not have") from None
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"quantized file has layer {name}, which is not a linear layer in this model")
+        bias = state.get(f"{name}.bias")
+        if bias is not None:
+            bias = bias.to(linear.weight.dtype)
+        module = module_from_state(f"{name}.", state, linear.in_features, linear.out_features, bias)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, module.to(linear.weight.device))
+    missing, unexpected = model.load_state_dict(plain, strict=False)
+    quant_keys = {k for m in quantized for k in model.get_submodule(m).state_dict(prefix=f"{m}.")}
+    missing = [k for k in missing if k not in quant_keys]
+    if missing or unexpected:
+        raise ValueError(f"quantized file does not fit the model: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}")
+    return model
+
+
+__all__ = ["HEADER_KEY", "header", "fp8_state_dict", "read_header", "quantize_state_dict", "load_quantized_", "layer_state",
+           "decode_layer_conf", "encode_layer_conf", "WeightOnlyConfig", "Int8Config"]

@@ -1,0 +1,172 @@
+"""The "DiT Quantize (LRQ)" and "DiT Save Quantized Model" nodes: quantized weights inside ComfyUI's own system.
+
+The quantize node writes the diffusion model's block linears in ComfyUI's per-layer `comfy_quant` format and builds
+the model with ComfyUI's own loader (`comfy.sd.load_diffusion_model_state_dict`, what UNETLoader calls), so the
+result is an ordinary ComfyUI model: core's quantized tensors, core's LoRA patching, offloading and dynamic VRAM.
+The save node writes that model's state dict (ComfyUI's own serialisation) to safetensors with our versioned
+header; plain ComfyUI loads the file with UNETLoader, no pack needed.
+
+Formats: INT8 W8A8 with ConvRot (core's "int8_tensorwise", ComfyUI 0.27+). A ComfyUI without INT8 (0.8.0) gets one
+warning and core's fp8 e4m3 weights instead. The twin-log 3/4/6-bit codebooks are bench/pure-torch only for now:
+core's loader reads a fixed list of formats, so they cannot be loaded through UNETLoader without patching it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from comfy_api.latest import io
+
+from ..accel.quant import Int8Config
+from ..accel.quant.api import Progress, default_filter
+from ..accel.quant.serialize import HEADER_KEY, fp8_state_dict, header, quantize_state_dict
+
+log = logging.getLogger("dit_accel")
+
+SCHEMES = ("w8a8-convrot",)
+CONFIG_ATTR = "dit_accel_quant_header"  # set on the diffusion model we build; the save node writes it
+_warned: set[str] = set()
+
+
+def core_has_int8() -> bool:
+    import comfy.quant_ops
+    return "int8_tensorwise" in getattr(comfy.quant_ops, "QUANT_ALGOS", {})
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def _progress_bar(total_hint: int) -> Progress:
+    import comfy.utils
+    bar = comfy.utils.ProgressBar(total_hint)
+    return lambda done, total: bar.update_absolute(done, total)
+
+
+def _bytes(state: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in state.values())
+
+
+
+def quantize_model(model, scheme: str = "w8a8-convrot"):
+    """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in a core format."""
+    import comfy.quant_ops
+    import comfy.sd
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
+    diffusion_model = model.get_model_object("diffusion_model")
+    state = diffusion_model.state_dict()
+    if any(k.endswith(".comfy_quant") for k in state) or any(isinstance(v, comfy.quant_ops.QuantizedTensor)
+                                                             for v in state.values()):
+        raise ValueError("this model is already quantized; connect DiT Quantize (LRQ) to a 16-bit model loader")
+    state = {k: v.detach() for k, v in state.items()}
+    n_layers = sum(1 for k, v in state.items() if k.endswith(".weight") and v.ndim == 2
+                   and default_filter(k[:-len(".weight")], _LINEAR_PROBE))
+    if n_layers == 0:
+        raise ValueError(f"no transformer-block linear layers found in {type(diffusion_model).__name__}")
+    progress = _progress_bar(n_layers)
+    if core_has_int8():
+        config = Int8Config.convrot()
+        quantized = quantize_state_dict(state, config, progress=progress)
+        meta = header(config)
+    else:
+        _warn_once("no-int8", "DiT Quantize (LRQ): this ComfyUI predates INT8 W8A8 (core added it in 0.27); using "
+                              "core's fp8 e4m3 weights instead (same 8-bit size; update ComfyUI for INT8 + ConvRot)")
+        quantized = fp8_state_dict(state, progress=progress)
+        meta = {HEADER_KEY: json.dumps({"format_version": 1, "config": {"type": "CoreFp8"}})}
+    layers = [k[:-len(".comfy_quant")] for k in quantized if k.endswith(".comfy_quant")]
+    before = sum(state[f"{n}.weight"].numel() * 2 for n in layers)  # the same weights in 16 bits
+    after = sum(v.numel() * v.element_size() for k, v in quantized.items()
+                if k.rpartition(".")[0] in layers and k.rpartition(".")[2] not in ("bias", "comfy_quant"))
+    new = comfy.sd.load_diffusion_model_state_dict(quantized, model_options={})
+    if new is None:
+        raise ValueError("ComfyUI could not detect the model type of the quantized weights")
+    setattr(new.model.diffusion_model, CONFIG_ATTR, meta)
+    log.info("DiT Quantize (LRQ): %d layers, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "
+             "%.1f MiB -> %.1f MiB", len(layers), before / 2 ** 20, after / 2 ** 20, before / max(after, 1),
+             _bytes(state) / 2 ** 20, _bytes(quantized) / 2 ** 20)
+    return new
+
+
+def _linear_probe():
+    from torch import nn
+    return nn.Linear(1, 1)
+
+
+_LINEAR_PROBE = _linear_probe()
+
+
+def save_quantized(model, path: str) -> str:
+    from safetensors.torch import save_file
+    diffusion_model = model.get_model_object("diffusion_model")
+    meta = getattr(diffusion_model, CONFIG_ATTR, None)
+    if meta is None:
+        raise ValueError("this model was not quantized by DiT Quantize (LRQ); quantize it first, then save")
+    state = {k: v.detach().contiguous() for k, v in diffusion_model.state_dict().items()}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_file(state, path, metadata=meta)
+    return path
+
+
+class DiTQuantize(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelQuantize",
+            display_name="DiT Quantize (LRQ)",
+            category="dit-accel",
+            description="Quantizes the transformer-block linear layers of a 16-bit diffusion model into ComfyUI's own "
+                        "quantized format and returns an ordinary ComfyUI model (LoRA loaders, offloading and "
+                        "dynamic VRAM keep working). Embeddings, norms, modulation and the final layer stay 16-bit. "
+                        "Logs weight bytes before and after. Connect it straight after the model loader.",
+            inputs=[
+                io.Model.Input("model", tooltip="A 16-bit diffusion model (e.g. from Load Diffusion Model)."),
+                io.Combo.Input("scheme", options=list(SCHEMES), default=SCHEMES[0],
+                               tooltip="w8a8-convrot: int8 weights and activations with a Hadamard rotation "
+                                       "(ComfyUI core's INT8 format, ~2x smaller linears; loads in plain ComfyUI). "
+                                       "On ComfyUI without INT8 (before 0.27) fp8 weights are used, with a warning."),
+            ],
+            outputs=[io.Model.Output(tooltip="The quantized model.")],
+        )
+
+    @classmethod
+    def execute(cls, model, scheme: str) -> io.NodeOutput:
+        return io.NodeOutput(quantize_model(model, scheme))
+
+
+class DiTSaveQuantized(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelSaveQuantized",
+            display_name="DiT Save Quantized Model",
+            category="dit-accel",
+            description="Saves a model from DiT Quantize (LRQ) as a safetensors file in ComfyUI's per-layer "
+                        "quantized format with a versioned dit-accel header. Load it with Load Diffusion Model "
+                        "(UNETLoader); no pack is needed for the INT8 / fp8 formats.",
+            inputs=[
+                io.Model.Input("model", tooltip="The output of DiT Quantize (LRQ)."),
+                io.String.Input("filename_prefix", default="diffusion_models/dit_accel_quantized",
+                                tooltip="Path under the output folder, without extension. Move the file into "
+                                        "models/diffusion_models to load it."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model, filename_prefix: str) -> io.NodeOutput:
+        import folder_paths
+        base = os.path.join(folder_paths.get_output_directory(), filename_prefix)
+        path, i = f"{base}.safetensors", 1
+        while os.path.exists(path):
+            path, i = f"{base}_{i:05d}.safetensors", i + 1
+        save_quantized(model, path)
+        log.info("DiT Save Quantized Model: wrote %s", path)
+        return io.NodeOutput()
+
+
+NODES = [DiTQuantize, DiTSaveQuantized]
