@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.layer_scores:
         with open(args.layer_scores) as f:
             given = json.load(f)
-        if given["settings"] != asdict(guidance) or given["objective"] != args.objective:
+        if given["settings"] != json.loads(json.dumps(asdict(guidance))) or given["objective"] != args.objective:
             raise SystemExit(f"{args.layer_scores} was measured with other settings or another objective")
         per_layer_scores = {int(k): v for k, v in given["layer_scores"].items()}
     else:
