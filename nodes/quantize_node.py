@@ -105,7 +105,8 @@ def save_quantized(model, path: str) -> str:
     meta = getattr(diffusion_model, CONFIG_ATTR, None)
     if meta is None:
         raise ValueError("this model was not quantized by DiT Quantize (LRQ); quantize it first, then save")
-    state = {k: v.detach().contiguous() for k, v in diffusion_model.state_dict().items()}
+    # ComfyUI 0.8.0's state_dict hands back the quantized tensor itself; its raw storage is what the format keeps.
+    state = {k: getattr(v, "_qdata", v).detach().contiguous() for k, v in diffusion_model.state_dict().items()}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     save_file(state, path, metadata=meta)
     return path

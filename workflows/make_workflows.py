@@ -131,9 +131,58 @@ def reference_with_head_guidance() -> dict:
     return g.to_json()
 
 
+def _digit_inputs(g, x=0, y=600):
+    digit = g.node("DiTAccelDigitLabel", ["3"], [], [("CONDITIONING", "CONDITIONING")], (x, y))
+    negative = g.node("DiTAccelDigitLabel", ["unconditional"], [], [("CONDITIONING", "CONDITIONING")], (x, y + 150))
+    latent = g.node("DiTAccelDigitEmptyLatent", [128, 4], [], [("LATENT", "LATENT")], (x, y + 300))
+    return digit, negative, latent
+
+
+def _sample_and_preview(g, model, inputs, x, y, title):
+    digit, negative, latent = inputs
+    ks = sampler(g, x, y, title)
+    g.link(model, 0, ks, "model")
+    g.link(digit, 0, ks, "positive")
+    g.link(negative, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    dec = g.node("DiTAccelDigitDecode", [], [("samples", "LATENT")], [("IMAGE", "IMAGE")], (x + 400, y))
+    g.link(ks, 0, dec, "samples")
+    prev = g.node("PreviewImage", [], [("images", "IMAGE")], [], (x + 700, y))
+    g.link(dec, 0, prev, "images")
+
+
+def reference_quantize_and_save() -> dict:
+    """Quantize the reference model to ComfyUI's INT8 W8A8 format, sample with it, and save it."""
+    g = Graph()
+    model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
+    quant = g.node("DiTAccelQuantize", ["w8a8-convrot"], [("model", "MODEL")], [("MODEL", "MODEL")], (0, 200))
+    save = g.node("DiTAccelSaveQuantized", ["diffusion_models/dit_accel_reference_w8a8"], [("model", "MODEL")], [],
+                  (0, 400))
+    g.link(model, 0, quant, "model")
+    g.link(quant, 0, save, "model")
+    _sample_and_preview(g, quant, _digit_inputs(g), 400, 0, "quantized W8A8")
+    return g.to_json()
+
+
+def quantized_file_with_core_loader_and_lora() -> dict:
+    """Load a quantized file with ComfyUI's own Load Diffusion Model, sample plain and with a LoRA on top."""
+    g = Graph()
+    unet = g.node("UNETLoader", ["dit_accel_reference_w8a8.safetensors", "default"], [], [("MODEL", "MODEL")],
+                  (0, 0))
+    lora = g.node("LoraLoaderModelOnly", ["your_lora.safetensors", 1.0], [("model", "MODEL")],
+                  [("MODEL", "MODEL")], (0, 200))
+    g.link(unet, 0, lora, "model")
+    inputs = _digit_inputs(g)
+    _sample_and_preview(g, unet, inputs, 400, 0, "quantized file, core loader")
+    _sample_and_preview(g, lora, inputs, 400, 400, "quantized file + LoRA")
+    return g.to_json()
+
+
 WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_with_and_without_acceleration,
              "flux_dev_block_cache.json": flux_dev_with_block_cache,
-             "reference_digits_head_guidance.json": reference_with_head_guidance}
+             "reference_digits_head_guidance.json": reference_with_head_guidance,
+             "reference_digits_quantize_and_save.json": reference_quantize_and_save,
+             "quantized_file_core_loader_lora.json": quantized_file_with_core_loader_and_lora}
 
 if __name__ == "__main__":
     for name, build in WORKFLOWS.items():
