@@ -46,6 +46,9 @@ for _policy, _text in _DESCRIPTIONS.items():
     for _s in SWEEP[1:]:
         register_method(BenchMethod(f"{_policy}-s{round(_s * 100)}", f"sparse attention, {_policy}, "
                                     f"{_s:.0%} target, block {BLOCK}", _patches(_config(_policy, _s))))
+for _p in (0.8, 0.9):  # PISA with the dynamic (top-p) budget: diffuse layers keep more blocks
+    register_method(BenchMethod(f"pisa-p{round(_p * 100)}", f"sparse attention, pisa, top-p {_p:g}, block {BLOCK}",
+                                _patches(_config("pisa", 0.5, top_p=_p))))
 register_method(BenchMethod("sparse-dense", "sparse attention patch with the full mask (must equal the model)",
                             _patches(SparseAttentionConfig(policy="dense", sparsity=0.0, block_size=BLOCK,
                                                            warmup_steps=0))))

@@ -178,11 +178,45 @@ def quantized_file_with_core_loader_and_lora() -> dict:
     return g.to_json()
 
 
+def wan_t2v_with_sparse_attention() -> dict:
+    """Wan 2.1 text-to-video (1.3B, 33 frames at 832x480) with the DiT Sparse Attention node on its quality preset
+    (PISA at 50 % block sparsity, blocks of 64, two dense warm-up steps)."""
+    g = Graph()
+    unet = g.node("UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], [], [("MODEL", "MODEL")], (0, 0))
+    clip = g.node("CLIPLoader", ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan"], [], [("CLIP", "CLIP")], (0, 200))
+    vae = g.node("VAELoader", ["wan_2.1_vae.safetensors"], [], [("VAE", "VAE")], (0, 400))
+    shift = g.node("ModelSamplingSD3", [8.0], [("model", "MODEL")], [("MODEL", "MODEL")], (350, 0))
+    sparse = g.node("DiTAccelSparseAttention", ["quality", "pisa", 0.5, 0.0, 2, "", "64"], [("model", "MODEL")],
+                    [("MODEL", "MODEL")], (350, 150))
+    positive = g.node("CLIPTextEncode", ["a corgi running along a beach at sunset, waves, cinematic"],
+                      [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], (350, 350))
+    negative = g.node("CLIPTextEncode", ["blurry, static, low quality"], [("clip", "CLIP")],
+                      [("CONDITIONING", "CONDITIONING")], (350, 550))
+    latent = g.node("EmptyHunyuanLatentVideo", [832, 480, 33, 1], [], [("LATENT", "LATENT")], (350, 750))
+    ks = sampler(g, 750, 0, "Wan with DiT Sparse Attention", steps=30, cfg=6.0)
+    decode = g.node("VAEDecode", [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (1100, 0))
+    # SaveImage writes the frames (core's animated savers are not in every supported ComfyUI's default set).
+    save = g.node("SaveImage", ["dit-accel-wan"], [("images", "IMAGE")], [], (1350, 0))
+    g.link(unet, 0, shift, "model")
+    g.link(shift, 0, sparse, "model")
+    g.link(sparse, 0, ks, "model")
+    g.link(clip, 0, positive, "clip")
+    g.link(clip, 0, negative, "clip")
+    g.link(positive, 0, ks, "positive")
+    g.link(negative, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    g.link(ks, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, save, "images")
+    return g.to_json()
+
+
 WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_with_and_without_acceleration,
              "flux_dev_block_cache.json": flux_dev_with_block_cache,
              "reference_digits_head_guidance.json": reference_with_head_guidance,
              "reference_digits_quantize_and_save.json": reference_quantize_and_save,
-             "quantized_file_core_loader_lora.json": quantized_file_with_core_loader_and_lora}
+             "quantized_file_core_loader_lora.json": quantized_file_with_core_loader_and_lora,
+             "wan_t2v_sparse_attention.json": wan_t2v_with_sparse_attention}
 
 if __name__ == "__main__":
     for name, build in WORKFLOWS.items():
