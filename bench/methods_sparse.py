@@ -16,9 +16,10 @@ from .methods import BenchMethod, register_method
 BLOCK = 16
 WARMUP = 2
 SWEEP = (0.5, 0.75, 0.9)
-# sol-attn has no sparsity knob, only its threshold tau: these were read off the reference model to land near the
-# sweep's sparsities (measured attention_sparsity is in every result).
-SOL_TAU = {0.5: 0.0, 0.75: 0.6, 0.9: 1.3}
+# sol-attn has no sparsity knob, only its threshold tau: these were read off the reference model's captured attention
+# to land near the sweep's per-call sparsities (52 / 77 / 79 %: its always-exact diagonal +-1 blocks cap it near 81 %
+# with 16 blocks). The measured attention_sparsity is in every result.
+SOL_TAU = {0.5: 0.0, 0.75: 1.6, 0.9: 2.0}
 
 
 def _patches(config: SparseAttentionConfig) -> Callable[[int], list[DiTPatch]]:

@@ -72,7 +72,10 @@ def taylor_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
             share_q = torch.zeros(b, h, nq, nk, device=q.device).index_add_(2, row_block(lq, block, q.device), share)
             share_q = share_q / block_lengths(lq, block, q.device).view(1, 1, -1, 1)
             mixed = torch.einsum("bhqn,bhnde->bhqde", share_q, spread)  # G_Q: (B, H, nq, D, Dv)
-            per_row = torch.einsum("bhld,bhlde->bhle", qf, mixed.index_select(2, row_block(lq, block, q.device)))
+            # Per query block, never per row: a (rows, D, Dv) gather would be as large as the attention itself.
+            q_pad = torch.cat([qf, qf.new_zeros(b, h, nq * block - lq, qf.shape[-1])], 2) if nq * block > lq else qf
+            per_row = torch.einsum("bhqtd,bhqde->bhqte", q_pad.view(b, h, nq, block, -1), mixed)
+            per_row = per_row.reshape(b, h, nq * block, -1)[:, :, :lq]
             numerator = numerator + scale * total * per_row
     return SoftmaxCorrection(numerator.contiguous(), denominator.contiguous(), shift.contiguous())
 
