@@ -80,3 +80,17 @@ def test_chains_with_the_block_cache(node_registry, reference, caplog, order):
     messages = [r.getMessage() for r in caplog.records]
     assert torch.isfinite(out).all()
     assert any("softpag" in m for m in messages) and any("blockcache" in m for m in messages)
+
+
+def test_every_input_has_a_tooltip(node_registry):
+    from dit_accel.nodes.head_guidance_node import NODES
+    for node in NODES:
+        schema = node.define_schema()
+        missing = [inp.id for inp in schema.inputs if not getattr(inp, "tooltip", None)]
+        assert not missing, f"{schema.node_id}: inputs without a tooltip: {missing}"
+
+
+def test_headhunter_node_returns_heads_for_the_guidance_node(node_registry):
+    found = _execute(node_registry, "DiTAccelHeadHunter", objective="confidence", budget=2, max_heads=1, scale=2.0,
+                     alpha=1.0, steps=2, seeds=1, preset_name="")[0]
+    assert found in ("", "0:0", "0:1")  # a budget of 2 tries the first two heads only
