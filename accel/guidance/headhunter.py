@@ -195,13 +195,28 @@ def main(argv: list[str] | None = None) -> int:
         settings = {k: getattr(guidance, k) for k in ("scale", "alpha", "start_percent", "end_percent")}
         preset = HeadPreset(args.name, adapter_for(model).name, layers, per_layer, result.heads,
                             source="found by HeadHunter on the bundled reference model: python -m "
-                                   "dit_accel.accel.guidance.headhunter " + " ".join(argv or []),
+                                   "dit_accel.accel.guidance.headhunter " + _command_line(argv or []),
                             model="dit-accel reference digits DiT (Wan 2.1 format, 8 blocks x 2 heads)",
                             settings=settings, extra=extra)
         print(f"saved preset {args.name!r} to {save_preset(preset, PRESET_DIR)}")
     elif args.name:
         print("nothing saved: no head improved the objective")
     return 0
+
+
+def _command_line(argv: list[str]) -> str:
+    """The command to cite in a preset: a --layer-scores file (a temporary record) becomes a note on how it was made."""
+    out, notes, skip = [], "", False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg in ("--layer-scores", "--json"):
+            skip = True
+            if arg == "--layer-scores":
+                notes = " (layer scores from a run of the same command with --layers-only)"
+        else:
+            out.append(arg)
+    return " ".join(out) + notes
 
 
 if __name__ == "__main__":
