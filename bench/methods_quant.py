@@ -62,7 +62,7 @@ _register("rtn-w4", "uniform round-to-nearest weights, 4 bits, groups of 64, abs
           WeightOnlyConfig(bits=4, codebook="uniform", clip_search=False))
 _register("rtn-w3", "uniform round-to-nearest weights, 3 bits, groups of 64, absmax scales (baseline)",
           WeightOnlyConfig(bits=3, codebook="uniform", clip_search=False))
-_register("lrq-w8a8", "int8 weights and activations in groups of 64 with LRQ-DiT's adaptive rotation (calibrated)",
+_register("lrq-w8a8", "int8 weights and activations in groups of 32 with LRQ-DiT's adaptive rotation (calibrated)",
           Int8Config())
 _register("int8-convrot", "ComfyUI core's W8A8: int8 per-row weights, Hadamard-256 ConvRot, per-token int8 "
           "activations", Int8Config.convrot())
