@@ -18,7 +18,7 @@ import torch
 
 from .adapters.base import BlockKind, FamilyAdapter
 from .context import StepContext
-from .patch import AttentionCall, BlockCall, DiTPatch
+from .patch import AttentionCall, BlockCall, DiTPatch, ModelCall
 from .state import RunState
 
 log = logging.getLogger("dit_accel")
@@ -44,6 +44,11 @@ class AccelHost:
 
         `first` puts it outermost, whatever the node order: a patch that must see every block of every call (one
         that branches a call off another's saved state) asks for it."""
+        rival = next((p for p in self.patches if patch.exclusive and p.exclusive == patch.exclusive), None)
+        if rival is not None and rival.name != patch.name:
+            raise ValueError(f"this MODEL already has a dit-accel {rival.name!r} node upstream, which also decides "
+                             f"which steps or blocks to skip; a {patch.name!r} node on top would skip twice. Use "
+                             "one of them (remove or bypass the other).")
         if any(p.name == patch.name for p in self.patches):
             # Per-run state is keyed by the patch's name: two of a kind would overwrite each other's caches.
             raise ValueError(f"this MODEL already has a dit-accel {patch.name!r} node upstream; use one such node "
@@ -85,10 +90,44 @@ class AccelHost:
     def diffusion_model_wrapper(self, executor: Callable, *args, **kwargs):
         """Body of a DIFFUSION_MODEL wrapper: `executor(*args, **kwargs)` runs the model's forward."""
         to = self.adapter.transformer_options_of(args, kwargs)
-        if to is not None and to.get(RUN_KEY) is not None:
-            x = args[0] if args else kwargs["x"]
-            self.begin_call(to, x[0] if isinstance(x, (list, tuple)) else x)  # LTXAV: [video, audio]
-        return executor(*args, **kwargs)
+        if to is None or to.get(RUN_KEY) is None:
+            return executor(*args, **kwargs)
+        x = args[0] if args else kwargs["x"]
+        x = x[0] if isinstance(x, (list, tuple)) else x  # LTXAV: [video, audio]
+        self.begin_call(to, x)
+        model = getattr(executor, "class_obj", None)
+        blocks = len(self.adapter.block_layout(model)) if isinstance(model, torch.nn.Module) else 0
+        return self.call_model(to, x, blocks, lambda: executor(*args, **kwargs))
+
+    def call_model(self, transformer_options: dict, x: torch.Tensor, blocks: int,
+                   run_model: Callable[[], torch.Tensor]):
+        """Run one model call through the patches' `around_model` hooks (after `begin_call`). A call no patch let
+        run counts its blocks as skipped in the ledger."""
+        patches = [p for p in self.patches if p.uses("around_model")]
+        run = transformer_options.get(RUN_KEY)
+        if not patches or run is None:
+            return run_model()
+        # Without block hooks nobody counts the blocks a call runs: count them here, for the ledger's speedup.
+        counts_blocks = any(p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")
+                            for p in self.patches)
+        ctx = _context(transformer_options, x.shape[0])
+        ran = []
+
+        def inner() -> torch.Tensor:
+            ran.append(True)
+            if not counts_blocks:
+                run.ledger.blocks_run += blocks
+                run.ledger.blocks_total += blocks
+            return run_model()
+
+        chain = inner
+        call = ModelCall(x, blocks)
+        for p in reversed(patches):  # the first patch added ends up outermost
+            chain = _bind_model(p, run, ctx, call, chain)
+        out = chain()
+        if not ran:
+            run.ledger.blocks_total += blocks
+        return out
 
     # ---- installing into transformer_options ----------------------------------------------------------------
     def install(self, transformer_options: dict, diffusion_model: torch.nn.Module) -> None:
@@ -180,6 +219,10 @@ def _context(transformer_options: dict, batch_size: int) -> StepContext:
         ctx = StepContext.from_transformer_options(transformer_options, batch_size)
         transformer_options[CTX_KEY] = ctx
     return ctx
+
+
+def _bind_model(patch: DiTPatch, run, ctx, call: ModelCall, inner):
+    return lambda: patch.around_model(run, ctx, call, inner)
 
 
 def _bind_block(patch: DiTPatch, run, ctx, call: BlockCall, inner):

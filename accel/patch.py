@@ -55,6 +55,15 @@ class AttentionCall:
         return self.q.shape[-1]
 
 
+@dataclass
+class ModelCall:
+    """One call of the whole diffusion model (all conditioning streams batched), before any block runs."""
+
+    x: torch.Tensor        # the model input (noisy latent, model space)
+    blocks: int            # block evaluations the call makes when it runs (counted as skipped when it does not)
+
+
+RunModel = Callable[[], torch.Tensor]
 RunBlock = Callable[[dict], dict]
 RunAttention = Callable[[AttentionCall], torch.Tensor]
 
@@ -63,6 +72,8 @@ class DiTPatch:
     """Base class for a method. `name` keys its per-stream state; hooks left alone cost nothing."""
 
     name: str = "patch"
+    # Patches that decide the same thing (which work to skip) share a value here; a host takes one of each.
+    exclusive: str | None = None
 
     def on_run_start(self, run: RunState) -> None:
         """Sampling starts: the run state is fresh."""
@@ -70,6 +81,11 @@ class DiTPatch:
     def on_run_end(self, run: RunState) -> str | None:
         """Sampling ended (normally, interrupted or on an error): return one summary line, or None."""
         return None
+
+    def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
+        """Wrap one whole model call: `run_model()` runs it (embeddings, blocks, head); a patch may instead return
+        the model's output some other way (a forecast), which skips the embedders and the head too."""
+        return run_model()
 
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
         """Called once per model call, just before the first block runs."""

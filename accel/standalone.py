@@ -25,10 +25,12 @@ def accelerated(host: AccelHost, model: torch.nn.Module) -> Iterator[tuple[Model
     run = host.start_run()
     summary: list[str] = []
 
+    blocks = len(host.adapter.block_layout(model))
+
     def model_fn(x, timestep, context, transformer_options):
         to = {**installed, **transformer_options, RUN_KEY: run}
         host.begin_call(to, x)
-        return model(x, timestep, context, to)
+        return host.call_model(to, x, blocks, lambda: model(x, timestep, context, to))
 
     try:
         yield model_fn, run, summary

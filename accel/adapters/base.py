@@ -35,6 +35,7 @@ class FamilyAdapter:
     class_names: tuple[str, ...] = ()   # diffusion-model classes this adapter serves
     block_kinds: tuple[BlockKind, ...] = ()
     transformer_options_arg: int = -1   # position of transformer_options in the DIFFUSION_MODEL wrapper's args
+    has_model_wrapper: bool = True      # ComfyUI runs the forward through a DIFFUSION_MODEL wrapper (`around_model`)
 
     def matches(self, diffusion_model: torch.nn.Module) -> bool:
         # By class name along the MRO: subclasses (Wan VACE, camera, ...) share the block loop and its hooks, and

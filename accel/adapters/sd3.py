@@ -20,4 +20,5 @@ class SD3Adapter(FamilyAdapter):
     class_names = ("OpenAISignatureMMDITWrapper",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.joint_blocks), ("img", "txt")),)
     transformer_options_arg = -1
+    has_model_wrapper = False
     attention_kind = "joint"

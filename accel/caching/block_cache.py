@@ -19,9 +19,9 @@ from ..context import StepContext
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
 from .gates import ScheduleWindow, accumulated_change_gate, relative_change, static_gate, to_host
-from .predictors import TaylorResidual
+from ..forecasting.predictors import ForecastConfig, Predictor, predictor_nbytes
 
-GATES = ("first_block", "block", "static")
+GATES = ("first_block", "cg", "block", "static")
 GRANULARITIES = ("stack", "block")
 
 
@@ -31,8 +31,10 @@ class BlockCacheConfig:
 
     threshold: accumulated relative change under which a row reuses (first_block / block gates); 0 never reuses,
         which makes the output identical to the unpatched model.
-    gate: "first_block" (compute `gate_blocks`, skip the rest while their output is steady), "block" (decide each
-        block from how far its input moved since it was last computed), or "static" (compute every `interval` steps).
+    gate: "first_block" (compute `gate_blocks`, skip the rest while their output is steady), "cg" (compute
+        `gate_blocks`, skip the rest while the gate blocks' own forecast matches them: CG-Taylor's confidence gate),
+        "block" (decide each block from how far its input moved since it was last computed), or "static" (compute
+        on a fixed budget, at most `interval` steps apart, spread evenly).
     granularity: "stack" reuses the residual of all blocks after the gate blocks, "block" each block's own residual.
         The block gate always works per block.
     """
@@ -48,23 +50,35 @@ class BlockCacheConfig:
     final_steps: int = 1
     max_consecutive: int = 3
     forecast_order: int = 0   # 0 reuses the cached residual; 1-3 extrapolate it (TaylorSeer) from computed steps
+    forecast: ForecastConfig | None = None  # another predictor (Spectrum, blends); None: Taylor of forecast_order
+    forecast_time: str = "sigma"  # "sigma" or "step" (the scheduler's time: even steps of the schedule)
 
     def __post_init__(self):
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.forecast_time not in ("sigma", "step"):
+            raise ValueError(f"forecast_time must be 'sigma' or 'step', got {self.forecast_time!r}")
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0 (0 turns caching off), got {self.threshold}")
         if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
             raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got start {self.start_percent}, "
                              f"end {self.end_percent}: set start_percent below end_percent")
-        if self.gate_blocks < 1 and self.gate == "first_block":
-            raise ValueError("the first-block gate needs gate_blocks >= 1")
+        if self.gate_blocks < 1 and self.gate in ("first_block", "cg"):
+            raise ValueError(f"the {self.gate} gate needs gate_blocks >= 1")
         if not 0 <= self.forecast_order <= 3:
             raise ValueError(f"forecast_order must be 0 (reuse) to 3, got {self.forecast_order}")
         if self.interval < 1 or self.warmup_steps < 0 or self.final_steps < 0 or self.max_consecutive < 0:
             raise ValueError("interval must be >= 1; warmup_steps, final_steps and max_consecutive >= 0")
+
+    @property
+    def predictor(self) -> ForecastConfig:
+        return self.forecast if self.forecast is not None else ForecastConfig("taylor", order=self.forecast_order)
+
+    @property
+    def probes_first_blocks(self) -> bool:
+        return self.gate in ("first_block", "cg")
 
     @property
     def window(self) -> ScheduleWindow:
@@ -77,7 +91,7 @@ class BlockCacheConfig:
     @property
     def span_start(self) -> int:
         """The first block that may be skipped."""
-        return self.gate_blocks if self.gate == "first_block" else 0
+        return self.gate_blocks if self.probes_first_blocks else 0
 
     @property
     def off(self) -> bool:
@@ -92,8 +106,9 @@ class BlockCacheStream(StreamState):
     consecutive: torch.Tensor | None = None        # (rows,) reuses in a row
     have_cache: torch.Tensor | None = None         # (rows,) a residual exists for the row
     gate_reference: torch.Tensor | None = None     # first-block gate: gate-block output at the last compute
-    stack_residual: dict[str, TaylorResidual] = field(default_factory=dict)
-    block_residual: dict[tuple[int, str], TaylorResidual] = field(default_factory=dict)
+    gate_forecast: Predictor | None = None         # cg gate: the gate blocks' residual, forecast like the rest
+    stack_residual: dict[str, Predictor] = field(default_factory=dict)
+    block_residual: dict[tuple[int, str], Predictor] = field(default_factory=dict)
     block_input: dict[int, torch.Tensor] = field(default_factory=dict)          # block gate: input at last compute
     block_accumulated: dict[int, torch.Tensor] = field(default_factory=dict)
     block_consecutive: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -120,10 +135,19 @@ class BlockCacheRun:
 class BlockCachePatch(DiTPatch):
     name = "blockcache"
 
-    def __init__(self, config: BlockCacheConfig = BlockCacheConfig()):
+    exclusive = "skipping"
+
+    def __init__(self, config: BlockCacheConfig = BlockCacheConfig(), name: str = "blockcache"):
         self.config = config
+        self.name = name
 
     # ---- helpers -----------------------------------------------------------------------------------------
+    def _time(self, ctx: StepContext) -> float:
+        """The time axis forecasts are made on: sigma, or the schedule's own (step) time, 1 -> 0 like sigma."""
+        if self.config.forecast_time == "step" and ctx.total_steps > 0:
+            return 1.0 - ctx.percent
+        return ctx.sigma
+
     def _streams(self, run: RunState, ctx: StepContext, hidden: torch.Tensor):
         # State is keyed on the first block's input, whatever block asks: a Flux single block's joint sequence
         # has another shape than a double block's image stream, and must not look like a new resolution.
@@ -154,14 +178,14 @@ class BlockCachePatch(DiTPatch):
         # The first-block gate needs the stack input's values after block 0 ran, and ComfyUI's blocks may update
         # their input in place (Flux's and LTX's addcmul_): keep a copy then. Otherwise only its shape is used.
         stats = self._stats(run)
-        stats.stack_input = call.hidden.clone() if self.config.gate == "first_block" else call.hidden
+        stats.stack_input = call.hidden.clone() if self.config.probes_first_blocks else call.hidden
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         stats.several_kinds = len(call.layout_kinds) > 1
         if self.config.gate == "static":
             allowed = self.config.window.allows_reuse(ctx) and not self.config.off
             for s, state in self._streams(run, ctx, call.hidden):
                 rows = s.rows.stop - s.rows.start
-                gate = static_gate(ctx, self.config.interval, rows, call.hidden.device) if allowed else \
+                gate = static_gate(ctx, self.config.interval, self.config.window, rows, call.hidden.device) if allowed else \
                     torch.zeros(rows, dtype=torch.bool, device=call.hidden.device)
                 state.reuse = gate & state.have_cache & (state.consecutive < self.config.max_consecutive)
 
@@ -207,12 +231,12 @@ class BlockCachePatch(DiTPatch):
                     continue
                 final = out[key][s.rows]
                 fresh = final - state.span_input[key]
-                predictor = state.stack_residual.setdefault(key, TaylorResidual(self.config.forecast_order))
+                predictor = state.stack_residual.setdefault(key, self.config.predictor.build())
                 if not predictor.empty:
                     mask = reuse.view(-1, *[1] * (final.dim() - 1))
-                    final = torch.where(mask, state.span_input[key] + predictor.predict(ctx.sigma), final)
+                    final = torch.where(mask, state.span_input[key] + predictor.predict(self._time(ctx)), final)
                     out[key] = _replace_rows(out[key], s.rows, final)
-                predictor.update(~reuse if not predictor.empty else torch.ones_like(reuse), fresh, ctx.sigma)
+                predictor.update(~reuse if not predictor.empty else torch.ones_like(reuse), fresh, self._time(ctx))
             state.span_input = {}
         self._finish_rows(run, ctx, call.hidden)
         return out
@@ -225,10 +249,10 @@ class BlockCachePatch(DiTPatch):
         speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
         setting = f"every {cfg.interval} steps" if cfg.gate == "static" else f"threshold {cfg.threshold:g}"
         reuse = "block" if self._per_block_config_or_seen(run) else cfg.granularity
-        forecast = f", order-{cfg.forecast_order} forecast" if cfg.forecast_order else ""
-        line = (f"blockcache ({cfg.gate} gate, {setting}, {reuse} reuse{forecast}): computed "
+        held = self._forecast_bytes(run)
+        line = (f"{self.name} ({cfg.gate} gate, {setting}, {reuse} residuals, {cfg.predictor.describe()}): computed "
                 f"{stats.row_blocks_run}/{stats.row_blocks_total} block evaluations, {speedup:.2f}x block compute "
-                "speedup")
+                f"speedup; cache held {held / 2**20:.2f} MiB on the model's device")
         if cfg.off:
             line += ". Caching is off at this setting: outputs equal the unpatched model."
         elif stats.total_steps and stats.row_blocks_run == stats.row_blocks_total:
@@ -241,6 +265,18 @@ class BlockCachePatch(DiTPatch):
                 line += ". Nothing was skipped: raise the threshold or widen start/end percent."
         return line
 
+    def _forecast_bytes(self, run: RunState) -> int:
+        """Bytes of cached residuals (and forecast history) this patch holds across its streams."""
+        total = 0
+        for (owner, _), (_, state) in run.states.items():
+            if owner != self.name:
+                continue
+            predictors = [*state.stack_residual.values(), *state.block_residual.values()]
+            if state.gate_forecast is not None:
+                predictors.append(state.gate_forecast)
+            total += sum(predictor_nbytes(p) for p in predictors)
+        return total
+
     # ---- decisions ---------------------------------------------------------------------------------------
     def _first_block_decision(self, run, ctx, call: BlockCall, out: dict) -> None:
         cfg = self.config
@@ -251,17 +287,33 @@ class BlockCachePatch(DiTPatch):
         proposals = []
         for s, state in self._streams(run, ctx, gate_out):
             current = gate_residual[s.rows]
-            ref = state.gate_reference
-            change = relative_change(current, ref) * ctx.step_weight \
-                if ref is not None and ref.shape == current.shape else torch.full_like(state.accumulated, float("inf"))
-            reuse, total = accumulated_change_gate(state.accumulated, change, cfg.threshold, state.consecutive,
-                                                   cfg.max_consecutive, state.have_cache)
-            proposals.append((state, reuse, total))
-            state.gate_reference = current  # step-to-step change is what accumulates
-        joint = self._decide_jointly(run, ctx, "span", proposals)
-        for state, _, total in proposals:
+            if cfg.gate == "cg":
+                # CG-Taylor: the error of the gate blocks' own forecast, made from the same computed steps as the
+                # forecast of the rest, is the confidence signal; it is not accumulated (it already grows with the
+                # distance from the last compute).
+                forecaster = state.gate_forecast
+                change = relative_change(current, forecaster.predict(self._time(ctx))) \
+                    if forecaster is not None and not forecaster.empty \
+                    else torch.full_like(state.accumulated, float("inf"))
+                reuse = (change < cfg.threshold) & state.have_cache & (state.consecutive < cfg.max_consecutive)
+                total = torch.zeros_like(state.accumulated)
+            else:
+                ref = state.gate_reference
+                change = relative_change(current, ref) * ctx.step_weight \
+                    if ref is not None and ref.shape == current.shape \
+                    else torch.full_like(state.accumulated, float("inf"))
+                reuse, total = accumulated_change_gate(state.accumulated, change, cfg.threshold, state.consecutive,
+                                                       cfg.max_consecutive, state.have_cache)
+                state.gate_reference = current  # step-to-step change is what accumulates
+            proposals.append((state, reuse, total, current))
+        joint = self._decide_jointly(run, ctx, "span", [p[:3] for p in proposals])
+        for state, _, total, current in proposals:
             state.reuse = joint
             state.accumulated = torch.where(joint, total, torch.zeros_like(total))
+            if cfg.gate == "cg":
+                if state.gate_forecast is None:
+                    state.gate_forecast = cfg.predictor.build()
+                state.gate_forecast.update(~joint, current, self._time(ctx))
 
     def _block_decision(self, run, ctx, call: BlockCall) -> None:
         cfg = self.config
@@ -298,10 +350,12 @@ class BlockCachePatch(DiTPatch):
         if not cfg.window.allows_reuse(ctx) or cfg.off:
             joint = torch.zeros_like(joint)
         leader = run.data(self.name + ".leader", dict)
-        previous = leader.get((ctx.step, point))
+        # A branch pass (perturbation guidance) has streams of its own: it must not follow the main pass's decision.
+        key = (ctx.step, point, getattr(ctx, "branch", None))
+        previous = leader.get(key)
         if previous is not None and previous.shape == joint.shape and previous.device == joint.device:
             return previous
-        leader[(ctx.step, point)] = joint
+        leader[key] = joint
         return joint
 
     def _batch_reuse(self, run, ctx, hidden: torch.Tensor) -> torch.Tensor:
@@ -322,13 +376,13 @@ class BlockCachePatch(DiTPatch):
                 if out.get(key) is None or key not in inputs:
                     continue
                 inp, res = inputs[key][s.rows], out[key][s.rows]
-                predictor = state.block_residual.setdefault((p, key), TaylorResidual(self.config.forecast_order))
+                predictor = state.block_residual.setdefault((p, key), self.config.predictor.build())
                 if not predictor.empty:
                     mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))
-                    out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + predictor.predict(ctx.sigma),
+                    out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + predictor.predict(self._time(ctx)),
                                                                            res))
                 predictor.update(~mask_rows if not predictor.empty else torch.ones_like(mask_rows), res - inp,
-                                 ctx.sigma)
+                                 self._time(ctx))
 
     def _finish_rows(self, run, ctx, hidden: torch.Tensor) -> None:
         """End of a model call: rows that reused count a consecutive skip; rows that computed have a cache now."""

@@ -5,7 +5,9 @@ else shares its batch. Decisions stay on the device as boolean masks; `to_host` 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -59,7 +61,34 @@ def accumulated_change_gate(accumulated: torch.Tensor, change: torch.Tensor, thr
     return reuse, torch.where(reuse, total, torch.zeros_like(total))
 
 
-def static_gate(ctx: StepContext, interval: int, rows: int, device) -> torch.Tensor:
-    """Compute every `interval`-th step (counted from the first step), reuse in between; all rows alike."""
-    reuse = interval > 1 and ctx.step % interval != 0
+def static_gate(ctx: StepContext, interval: int, window: ScheduleWindow, rows: int, device) -> torch.Tensor:
+    """Reuse on every step the fixed-budget plan does not compute (see `planned_computes`); all rows alike."""
+    reuse = ctx.total_steps > 0 and ctx.step not in planned_computes(ctx.total_steps, interval, window)
     return torch.full((rows,), reuse, dtype=torch.bool, device=device)
+
+
+# When to compute on a fixed budget. TaylorSeer and Spectrum compute every N-th step; anchoring that at the first step
+# leaves the last stretch uneven (20 steps every 6: computes at 0, 6, 12, 18 and the final step 19 back to back), so
+# the computes are spread evenly between the steps that must be computed (warm-up, final steps, outside the start/end
+# window) with no gap longer than `interval` steps.
+
+
+@lru_cache(maxsize=64)
+def planned_computes(total_steps: int, interval: int, window: ScheduleWindow) -> frozenset[int]:
+    """The steps of a `total_steps` schedule that run the model; the others are forecast."""
+    if interval <= 1:
+        return frozenset(range(total_steps))
+    forced = [s for s in range(total_steps)
+              if not window.allows_reuse(StepContext.single(s, total_steps, float("nan"), 1))]
+    if not forced or forced[0] != 0:
+        forced = [0, *forced]  # the first step always computes: there is nothing to forecast from
+    computes = set(forced)
+    for left, right in zip(forced, forced[1:] + [total_steps]):
+        # Between two forced computes (or the end), place the fewest computes that keep every gap <= interval.
+        end = right if right < total_steps else total_steps - 1
+        span = end - left
+        if span <= interval:
+            continue
+        pieces = math.ceil(span / interval)
+        computes.update(left + round(span * j / pieces) for j in range(1, pieces + (1 if right < total_steps else 0)))
+    return frozenset(s for s in computes if 0 <= s < total_steps)

@@ -1,0 +1,111 @@
+"""What a skipped block (or span) emits, chosen by a dataclass config: the predictors the caching engine can use.
+
+  taylor           TaylorSeer's finite-difference expansion (order 0 = plain reuse of the last residual)
+  spectral         Spectrum's Chebyshev ridge fit over the computed steps
+  spectral_taylor  the two blended, as the ComfyUI ports of Spectrum do: (1 - blend) spectral + blend taylor
+
+Every predictor has the same small interface (`empty`, `update(computed, value, time)`, `predict(time)`, `nbytes`),
+so gates never know which one they feed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..caching.predictors import TaylorResidual
+from .spectral import SpectralResidual
+
+METHODS = ("taylor", "spectral", "spectral_taylor")
+
+
+class Predictor(Protocol):
+    @property
+    def empty(self) -> bool: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None: ...
+
+    def predict(self, time: float) -> torch.Tensor: ...
+
+
+@dataclass
+class BlendedResidual:
+    """Spectrum's global fit blended with a local Taylor term."""
+
+    spectral: SpectralResidual
+    taylor: TaylorResidual
+    blend: float
+
+    @property
+    def empty(self) -> bool:
+        return self.spectral.empty
+
+    @property
+    def nbytes(self) -> int:
+        return self.spectral.nbytes + taylor_nbytes(self.taylor)
+
+    def update(self, computed, value, time) -> None:
+        self.spectral.update(computed, value, time)
+        self.taylor.update(computed, value, time)
+
+    def predict(self, time: float) -> torch.Tensor:
+        return torch.lerp(self.spectral.predict(time), self.taylor.predict(time), self.blend)
+
+
+def taylor_nbytes(taylor: TaylorResidual) -> int:
+    return sum(t.numel() * t.element_size() for t in taylor.terms)
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """Which predictor, and its knobs.
+
+    order: Taylor order (0 reuse, 1-3 TaylorSeer). degree / ridge / window: Spectrum's Chebyshev degree, ridge
+    strength and the number of computed steps the fit uses (and memory holds). blend: weight of the Taylor term in
+    `spectral_taylor`.
+    """
+
+    method: str = "taylor"
+    order: int = 2
+    degree: int = 2
+    ridge: float = 0.1
+    window: int = 6
+    blend: float = 0.5
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"forecast method must be one of {METHODS}, got {self.method!r}")
+        if not 0 <= self.order <= 3:
+            raise ValueError(f"Taylor order must be 0 (reuse) to 3, got {self.order}")
+        if not 0 <= self.degree <= 8:
+            raise ValueError(f"Chebyshev degree must be 0 to 8, got {self.degree}")
+        if self.ridge < 0:
+            raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+        if self.window < 1:
+            raise ValueError(f"window must keep at least 1 computed step, got {self.window}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be in [0, 1], got {self.blend}")
+
+    def build(self) -> Predictor:
+        if self.method == "taylor":
+            return TaylorResidual(self.order)
+        spectral = SpectralResidual(self.degree, self.ridge, self.window)
+        if self.method == "spectral":
+            return spectral
+        return BlendedResidual(spectral, TaylorResidual(self.order), self.blend)
+
+    def describe(self) -> str:
+        if self.method == "taylor":
+            return "reuse" if self.order == 0 else f"order-{self.order} Taylor forecast"
+        text = f"Chebyshev degree-{self.degree} spectral forecast over {self.window} steps"
+        return text if self.method == "spectral" else f"{text}, blended {self.blend:g} with order-{self.order} Taylor"
+
+
+def predictor_nbytes(predictor) -> int:
+    if isinstance(predictor, TaylorResidual):
+        return taylor_nbytes(predictor)
+    return predictor.nbytes

@@ -1,0 +1,133 @@
+"""Forecasting the model output, and the forecast methods on the caching engine: exact settings, what is skipped,
+memory reported and freed, clear errors."""
+import pytest
+import torch
+
+from dit_accel.accel.adapters.registry import adapter_for
+from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch
+from dit_accel.accel.caching.predictors import TaylorResidual
+from dit_accel.accel.context import locate_step
+from dit_accel.accel.forecasting.methods import METHODS, ForecastSettings
+from dit_accel.accel.forecasting.output_forecast import OutputForecastConfig, OutputForecastPatch
+from dit_accel.accel.forecasting.predictors import ForecastConfig
+from dit_accel.accel.host import AccelHost
+from dit_accel.accel.standalone import accelerated
+from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+from dit_accel.reference.sampling import sample_euler_cfg, simple_schedule
+
+LABELS = (1, 2)
+
+
+def _noise():
+    return torch.randn(len(LABELS), 16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def _sample(model, patches=(), steps=12, model_fn=None):
+    cond, uncond = label_context(list(LABELS)), label_context([UNCONDITIONAL] * len(LABELS))
+    if model_fn is not None:
+        return sample_euler_cfg(model_fn, _noise(), cond, uncond, simple_schedule(steps), 4.0), [], None
+    if not patches:
+        return sample_euler_cfg(lambda x, t, c, o: model(x, t, c, o), _noise(), cond, uncond,
+                                simple_schedule(steps), 4.0), [], None
+    host = AccelHost(adapter_for(model), tuple(patches))
+    with accelerated(host, model) as (fn, run, summary):
+        out = sample_euler_cfg(fn, _noise(), cond, uncond, simple_schedule(steps), 4.0)
+    return out, summary, run
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_computing_every_step_equals_the_unpatched_model(tiny_wan, method):
+    expected, _, _ = _sample(tiny_wan)
+    settings = ForecastSettings(method, interval=1, threshold=0.0)
+    out, summary, _ = _sample(tiny_wan, [settings.patch()])
+    assert torch.equal(out, expected)
+    assert summary and "outputs equal the unpatched model" in summary[0]
+
+
+def test_output_forecast_skips_whole_calls_and_counts_them(tiny_wan):
+    patch = OutputForecastPatch(OutputForecastConfig(ForecastConfig("taylor", order=1), interval=5), label="t")
+    expected, _, _ = _sample(tiny_wan, steps=20)
+    out, summary, run = _sample(tiny_wan, [patch], steps=20)
+    assert "ran 5/20 model calls" in summary[0] and "4.00x" in summary[0]
+    assert run.ledger.blocks_total == 20 * 3 and run.ledger.blocks_run == 5 * 3
+    assert not torch.equal(out, expected) and torch.isfinite(out).all()
+    # Memory was reported and freed at the end of the run: one output per stream, two Taylor terms each.
+    per_stream = 2 * len(LABELS) * 16 * 8 * 8 * 4
+    assert f"({2 * per_stream} bytes)" in summary[0]
+    assert run.metrics["forecast_bytes"] == 2 * per_stream and not run.states
+
+
+def test_order_zero_equals_plain_reuse_of_the_output(tiny_wan):
+    """Order 0 emits the last computed output: the same as a hand-written cache of the model output."""
+    plan = {0, 5, 10, 14, 19}
+    cache = {}
+
+    def reuse(x, t, c, o):
+        step, _ = locate_step(float(o["sigmas"][0]), o["sample_sigmas"])
+        if step in plan:
+            cache["out"] = tiny_wan(x, t, c, o)
+        return cache["out"]
+
+    expected, _, _ = _sample(tiny_wan, steps=20, model_fn=reuse)
+    patch = OutputForecastPatch(OutputForecastConfig(ForecastConfig("taylor", order=0), interval=5))
+    out, _, _ = _sample(tiny_wan, [patch], steps=20)
+    assert torch.equal(out, expected)
+
+
+def test_order_zero_on_the_stack_equals_the_block_cache_reuse(tiny_wan):
+    plain = BlockCachePatch(BlockCacheConfig(gate="static", interval=3, forecast_order=0))
+    via_forecast = BlockCachePatch(BlockCacheConfig(gate="static", interval=3,
+                                                    forecast=ForecastConfig("taylor", order=0)))
+    expected, _, _ = _sample(tiny_wan, [plain])
+    out, _, _ = _sample(tiny_wan, [via_forecast])
+    assert torch.equal(out, expected)
+
+
+def test_taylor_forecast_is_closer_to_full_compute_than_reuse_on_the_trained_model():
+    """On the trained reference model (random weights have no smooth trajectory to forecast)."""
+    from dit_accel.reference.assets import load_model
+    model = load_model()
+    noise = torch.randn(2, 16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    cond, uncond = label_context([3, 7]), label_context([UNCONDITIONAL] * 2)
+    sigmas = simple_schedule(20)
+    full = sample_euler_cfg(lambda x, t, c, o: model(x, t, c, o), noise, cond, uncond, sigmas, 4.0)
+    errors = {}
+    for order in (0, 1):
+        patch = OutputForecastPatch(OutputForecastConfig(ForecastConfig("taylor", order=order), interval=5))
+        with accelerated(AccelHost(adapter_for(model), (patch,)), model) as (fn, _, _):
+            out = sample_euler_cfg(fn, noise, cond, uncond, sigmas, 4.0)
+        errors[order] = (out - full).pow(2).mean()
+    assert errors[1] < errors[0]
+
+
+def test_short_schedules_are_not_forecast_and_say_so(tiny_wan):
+    expected, _, _ = _sample(tiny_wan, steps=6)
+    out, summary, _ = _sample(tiny_wan, [ForecastSettings("taylorseer", interval=5).patch()], steps=6)
+    assert torch.equal(out, expected)
+    assert "too short to forecast" in summary[0]
+
+
+@pytest.mark.parametrize("method", ["cg-taylor", "spectrum-cg"])
+def test_gated_methods_skip_something_at_a_loose_threshold(tiny_wan, method):
+    out, summary, run = _sample(tiny_wan, [ForecastSettings(method, interval=4, threshold=10.0).patch()], steps=20)
+    assert run.ledger.blocks_run < run.ledger.blocks_total
+    assert torch.isfinite(out).all()
+
+
+def test_block_cache_and_forecast_cannot_both_skip(tiny_wan):
+    host = AccelHost(adapter_for(tiny_wan), (BlockCachePatch(),))
+    with pytest.raises(ValueError, match="skip twice"):
+        host.with_patch(ForecastSettings().patch())
+
+
+@pytest.mark.parametrize("bad", [dict(method="lesa"), dict(granularity="head")])
+def test_bad_settings_raise(bad):
+    with pytest.raises(ValueError):
+        ForecastSettings(**bad)
+
+
+@pytest.mark.parametrize("bad", [dict(interval=0), dict(threshold=-1.0), dict(gate="often"),
+                                 dict(start_percent=0.8, end_percent=0.2)])
+def test_bad_output_forecast_settings_raise(bad):
+    with pytest.raises(ValueError):
+        OutputForecastConfig(**bad)
