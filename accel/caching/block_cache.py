@@ -247,7 +247,8 @@ class BlockCachePatch(DiTPatch):
         if stats.row_blocks_total == 0:
             return None
         speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
-        setting = f"every {cfg.interval} steps" if cfg.gate == "static" else f"threshold {cfg.threshold:g}"
+        setting = f"computes at most {cfg.interval} steps apart" if cfg.gate == "static" \
+            else f"threshold {cfg.threshold:g}"
         reuse = "block" if self._per_block_config_or_seen(run) else cfg.granularity
         held = self._forecast_bytes(run)
         line = (f"{self.name} ({cfg.gate} gate, {setting}, {reuse} residuals, {cfg.predictor.describe()}): computed "

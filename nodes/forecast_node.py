@@ -1,0 +1,89 @@
+"""The "DiT Forecast" node: predict the model's output (or its blocks' residuals) on skipped steps."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from comfy_api.latest import io
+
+from ..accel.adapters.registry import adapter_for
+from ..accel.forecasting.methods import METHODS, ForecastSettings
+from .comfy_bridge import apply_patch
+from .compat import ADVANCED
+
+log = logging.getLogger("dit_accel")
+
+CUSTOM = "custom"
+# speed -> longest stretch between computes, measured on the reference model (20 steps): 3 ~2.9x, 5 = 4x, 7 = 5x.
+SPEEDS = {"quality": 3, "balanced": 5, "fast": 7}
+_DEFAULT = ForecastSettings()
+
+
+class DiTForecast(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelForecast",
+            display_name="DiT Forecast",
+            category="dit-accel",
+            description="Runs the model on a few steps only and forecasts its output on the others (TaylorSeer, "
+                        "Spectrum, CG-Taylor, or ours: spectral fit + agreement gate). Logs model calls computed, "
+                        "the speedup and the memory the forecaster held after each run, and says so when a schedule "
+                        "is too short to forecast (few-step distilled models). Use it instead of DiT Block Cache, "
+                        "not with it.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to accelerate (any supported DiT family)."),
+                io.Combo.Input("method", options=list(METHODS), default=_DEFAULT.method,
+                               tooltip="taylorseer: Taylor forecast from the last computed steps (best measured). "
+                                       "spectrum: Chebyshev fit over all computed steps, blended with the Taylor "
+                                       "term. cg-taylor: the first block runs every step and its forecast error "
+                                       "decides (costs a block per step). spectrum-cg: spectral fit, computes "
+                                       "when two forecasters disagree (no probe cost)."),
+                io.Combo.Input("speed", options=[*SPEEDS, CUSTOM], default="balanced",
+                               tooltip="quality: compute at least every 3rd step (~2.9x on 20 steps). balanced: "
+                                       "every 5th (4x). fast: every 7th (5x). custom: use `interval` below."),
+                io.Int.Input("interval", default=_DEFAULT.interval, min=1, max=20, **ADVANCED,
+                             tooltip="custom only: the longest stretch of steps between two computes; the computes "
+                                     "are spread evenly. 1 computes every step (exact output)."),
+                io.Float.Input("threshold", default=_DEFAULT.threshold, min=0.0, max=10.0, step=0.005, **ADVANCED,
+                               tooltip="cg-taylor and spectrum-cg: how much forecast error (or disagreement) is "
+                                       "accepted before the model runs again. 0 computes every step."),
+                io.Int.Input("order", default=_DEFAULT.order, min=0, max=3, **ADVANCED,
+                             tooltip="Taylor order: 0 reuses the last output, 1 (best measured) extrapolates "
+                                     "linearly, 2-3 use more history."),
+                io.Int.Input("degree", default=_DEFAULT.degree, min=0, max=8, **ADVANCED,
+                             tooltip="spectrum / spectrum-cg: degree of the Chebyshev fit over the computed steps."),
+                io.Combo.Input("granularity", options=["model", "stack", "block"], default=_DEFAULT.granularity,
+                               **ADVANCED,
+                               tooltip="What is forecast: the model output (skips everything, least memory), the "
+                                       "block stack's residual, or each block's residual (most memory). "
+                                       "cg-taylor always forecasts the stack."),
+                io.Float.Input("start_percent", default=_DEFAULT.start_percent, min=0.0, max=1.0, step=0.01,
+                               **ADVANCED, tooltip="No forecasting before this fraction of the schedule."),
+                io.Float.Input("end_percent", default=_DEFAULT.end_percent, min=0.0, max=1.0, step=0.01,
+                               **ADVANCED, tooltip="No forecasting after this fraction of the schedule."),
+                io.Int.Input("warmup_steps", default=_DEFAULT.warmup_steps, min=0, max=100, **ADVANCED,
+                             tooltip="First steps always computed."),
+                io.Int.Input("final_steps", default=_DEFAULT.final_steps, min=0, max=100, **ADVANCED,
+                             tooltip="Last steps always computed (the final step moves the image the most)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with forecasting attached.")],
+        )
+
+    @classmethod
+    def execute(cls, model, method: str, speed: str, interval: int, threshold: float, order: int, degree: int,
+                granularity: str, start_percent: float, end_percent: float, warmup_steps: int,
+                final_steps: int) -> io.NodeOutput:
+        settings = ForecastSettings(method=method, interval=interval if speed == CUSTOM else SPEEDS[speed],
+                                    threshold=threshold, order=order, degree=degree, granularity=granularity,
+                                    start_percent=start_percent, end_percent=end_percent,
+                                    warmup_steps=warmup_steps, final_steps=final_steps)
+        adapter = adapter_for(model.get_model_object("diffusion_model"))
+        if settings.granularity == "model" and not adapter.has_model_wrapper:
+            log.warning("dit-accel: %s models have no whole-model hook in ComfyUI; DiT Forecast forecasts the block "
+                        "stack's residual instead of the model output.", adapter.name)
+            settings = dataclasses.replace(settings, granularity="stack")
+        return io.NodeOutput(apply_patch(model, settings.patch()))
+
+
+NODES = [DiTForecast]

@@ -1,0 +1,90 @@
+"""DiT Forecast called the way ComfyUI calls it, on the reference model through ComfyUI's sampler."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from .test_nodes import _execute, _graph, _sample_with
+
+SETTINGS = dict(method="taylorseer", speed="balanced", interval=5, threshold=0.05, order=1, degree=3,
+                granularity="model", start_percent=0.0, end_percent=1.0, warmup_steps=1, final_steps=1)
+
+
+def _forecast(registry, model, **settings):
+    return _execute(registry, "DiTAccelForecast", model=model, **{**SETTINGS, **settings})[0]
+
+
+def _psnr(a, b):
+    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+
+@pytest.mark.parametrize("method", ["taylorseer", "spectrum", "cg-taylor", "spectrum-cg"])
+def test_interval_one_is_bit_identical(node_registry, method):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    plain, _ = _graph(node_registry, model)
+    out, _ = _graph(node_registry, _forecast(node_registry, model, method=method, speed="custom", interval=1,
+                                             threshold=0.0))
+    assert torch.equal(plain["samples"], out["samples"])
+
+
+def test_balanced_forecast_runs_a_quarter_of_the_calls_and_logs_it(node_registry, caplog):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    _, images_full = _graph(node_registry, model, steps=20)
+    with caplog.at_level(logging.INFO, logger="dit_accel"):
+        _, images = _graph(node_registry, _forecast(node_registry, model), steps=20)
+    line = next(r.getMessage() for r in caplog.records if "taylorseer" in r.getMessage())
+    assert "ran 5/20 model calls" in line and "MiB" in line
+    assert _psnr(images, images_full) > 25
+
+
+def test_short_schedule_says_so_and_changes_nothing(node_registry, caplog):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    plain, _ = _graph(node_registry, model, steps=6)
+    with caplog.at_level(logging.INFO, logger="dit_accel"):
+        out, _ = _graph(node_registry, _forecast(node_registry, model), steps=6)
+    assert torch.equal(plain["samples"], out["samples"])
+    assert any("too short to forecast" in r.getMessage() for r in caplog.records)
+
+
+def test_partial_denoise_several_conds_and_a_lora(node_registry):
+    import comfy.sd
+    from dit_accel.reference import latent as codec
+    from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    gen = torch.Generator().manual_seed(0)
+    lora = {}
+    for i in range(4):
+        key = f"diffusion_model.blocks.{i}.self_attn.q"
+        lora[f"{key}.lora_up.weight"] = torch.randn(256, 4, generator=gen) * 0.2
+        lora[f"{key}.lora_down.weight"] = torch.randn(4, 256, generator=gen) * 0.2
+    with_lora = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)[0]
+    negative = [[label_context([UNCONDITIONAL] * 2), {}]]
+    two_conds = [[label_context([3, 3]), {}], [label_context([8, 8]), {"strength": 0.5}]]
+    start = {"samples": codec.encode(torch.rand(2, 1, 128, 128))}
+    empty = {"samples": torch.zeros(2, 16, 1, 32, 32)}
+    for base, positive, latent, denoise in ((model, two_conds, empty, 1.0),
+                                            (model, [[label_context([5, 5]), {}]], start, 0.6),
+                                            (with_lora, [[label_context([2, 6]), {}]], empty, 1.0)):
+        plain = _sample_with(base, positive, negative, latent, steps=20, denoise=denoise)
+        off = _forecast(node_registry, base, speed="custom", interval=1)
+        assert torch.equal(_sample_with(off, positive, negative, latent, steps=20, denoise=denoise), plain)
+        fast = _sample_with(_forecast(node_registry, base, speed="quality"), positive, negative, latent, steps=20,
+                            denoise=denoise)
+        assert torch.isfinite(fast).all() and _psnr(codec.decode(fast), codec.decode(plain)) > 20
+
+
+def test_forecast_and_block_cache_refuse_to_skip_twice(node_registry):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    cached = _execute(node_registry, "DiTAccelBlockCache", model=model, speed="balanced", threshold=1.0,
+                      gate="block", granularity="stack", interval=2, start_percent=0.0, end_percent=1.0,
+                      warmup_steps=1, final_steps=1, max_consecutive=2, forecast_order=2)[0]
+    with pytest.raises(ValueError, match="skip twice"):
+        _forecast(node_registry, cached)
+
+
+def test_bad_settings_name_the_fix(node_registry):
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    with pytest.raises(ValueError, match="start_percent below end_percent"):
+        _forecast(node_registry, model, start_percent=0.9, end_percent=0.1)
