@@ -50,7 +50,7 @@ def _block_cache(config: BlockCacheConfig) -> Callable[[int], list[DiTPatch]]:
     return lambda steps: [BlockCachePatch(config)]
 
 
-register_method(BenchMethod("blockcache", "block cache, balanced preset (block gate, 2nd-order forecast)",
+register_method(BenchMethod("blockcache", "block cache, balanced preset (block gate, 2nd-order forecast, at most 3 skips in a row)",
                             _block_cache(preset("wan", "balanced"))))
 for _level in (lvl for lvl in LEVELS if lvl != "balanced"):  # balanced is `blockcache`
     register_method(BenchMethod(f"blockcache-{_level}", f"block cache, {_level} preset",

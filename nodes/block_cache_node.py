@@ -28,8 +28,8 @@ class DiTBlockCache(io.ComfyNode):
                 io.Model.Input("model", tooltip="The diffusion model to accelerate (Wan 2.1/2.2 or the reference "
                                                 "model)."),
                 io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
-                               tooltip="quality: ~1.8x, indistinguishable. balanced: ~2.5x, nearly identical. "
-                                       "fast: ~3x, visible changes. custom: use the advanced settings below."),
+                               tooltip="quality: ~2.5x, indistinguishable. balanced: ~3.2x, nearly identical. "
+                                       "fast: ~4x, visible changes. custom: use the advanced settings below."),
                 io.Float.Input("threshold", default=_DEFAULT.threshold, min=0.0, max=10.0, step=0.01,
                                **ADVANCED, tooltip="custom only: accumulated relative change under which a "
                                                       "block is reused. 0 turns caching off (exact output)."),

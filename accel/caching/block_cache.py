@@ -51,7 +51,7 @@ class BlockCacheConfig:
     max_consecutive: int = 3
     forecast_order: int = 0   # 0 reuses the cached residual; 1-3 extrapolate it (TaylorSeer) from computed steps
     forecast: ForecastConfig | None = None  # another predictor (Spectrum, blends); None: Taylor of forecast_order
-    forecast_time: str = "sigma"  # "sigma" or "step" (the scheduler's time: even steps of the schedule)
+    forecast_time: str = "step"  # "step" (the scheduler's time; measured best) or "sigma"
 
     def __post_init__(self):
         if self.gate not in GATES:
