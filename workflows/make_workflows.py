@@ -211,12 +211,28 @@ def wan_t2v_with_sparse_attention() -> dict:
     return g.to_json()
 
 
+def reference_with_forecast(method: str):
+    """Full compute beside DiT Forecast with one method on its balanced setting (4x on 20 steps)."""
+    def build() -> dict:
+        g = Graph()
+        model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
+        forecast = g.node("DiTAccelForecast", [method, "balanced", 5, 0.05, 1, 3, "model", 0.0, 1.0, 1, 1],
+                          [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300), f"DiT Forecast ({method})")
+        inputs = _digit_inputs(g)
+        _sample_and_preview(g, model, inputs, 400, 0, "full compute")
+        _sample_and_preview(g, forecast, inputs, 400, 400, f"{method}, 4x")
+        return g.to_json()
+    return build
+
+
 WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_with_and_without_acceleration,
              "flux_dev_block_cache.json": flux_dev_with_block_cache,
              "reference_digits_head_guidance.json": reference_with_head_guidance,
              "reference_digits_quantize_and_save.json": reference_quantize_and_save,
              "quantized_file_core_loader_lora.json": quantized_file_with_core_loader_and_lora,
-             "wan_t2v_sparse_attention.json": wan_t2v_with_sparse_attention}
+             "wan_t2v_sparse_attention.json": wan_t2v_with_sparse_attention,
+             **{f"reference_digits_forecast_{m.replace('-', '_')}.json": reference_with_forecast(m)
+                for m in ("taylorseer", "spectrum", "cg-taylor", "spectrum-cg")}}
 
 if __name__ == "__main__":
     for name, build in WORKFLOWS.items():
