@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from .test_nodes import _execute, _graph, _sample_with
+from test_nodes import _execute, _graph, _sample_with  # pytest puts this folder on sys.path (no package here)
 
 SETTINGS = dict(method="taylorseer", speed="balanced", interval=5, threshold=0.05, order=1, degree=3,
                 granularity="model", start_percent=0.0, end_percent=1.0, warmup_steps=1, final_steps=1)
