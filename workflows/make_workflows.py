@@ -49,25 +49,11 @@ def sampler(g, x, y, title, steps=20, cfg=4.0):
 def reference_with_and_without_acceleration() -> dict:
     g = Graph()
     model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
-    cache = g.node("DiTAccelBlockCache", ["balanced", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 2, 2],
+    cache = g.node("DiTAccelBlockCache", ["balanced", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 3, 2],
                    [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300))
-    digit = g.node("DiTAccelDigitLabel", ["3"], [], [("CONDITIONING", "CONDITIONING")], (0, 600))
-    negative = g.node("DiTAccelDigitLabel", ["unconditional"], [], [("CONDITIONING", "CONDITIONING")], (0, 750))
-    latent = g.node("DiTAccelDigitEmptyLatent", [128, 4], [], [("LATENT", "LATENT")], (0, 900))
-    full = sampler(g, 400, 0, "full compute")
-    fast = sampler(g, 400, 400, "with DiT Block Cache")
-    g.link(model, 0, full, "model")
-    g.link(model, 0, cache, "model")
-    g.link(cache, 0, fast, "model")
-    for ks in (full, fast):
-        g.link(digit, 0, ks, "positive")
-        g.link(negative, 0, ks, "negative")
-        g.link(latent, 0, ks, "latent_image")
-    for ks, y in ((full, 0), (fast, 400)):
-        dec = g.node("DiTAccelDigitDecode", [], [("samples", "LATENT")], [("IMAGE", "IMAGE")], (800, y))
-        g.link(ks, 0, dec, "samples")
-        prev = g.node("PreviewImage", [], [("images", "IMAGE")], [], (1100, y))
-        g.link(dec, 0, prev, "images")
+    inputs = _digit_inputs(g)
+    _sample_and_preview(g, model, inputs, 400, 0, "full compute")
+    _sample_and_preview(g, cache, inputs, 400, 400, "with DiT Block Cache")
     return g.to_json()
 
 
@@ -112,22 +98,9 @@ def reference_with_head_guidance() -> dict:
     model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
     guided_model = g.node("DiTAccelHeadGuidance", [2.0, 1.0, "reference-digits", 0.0, 0.6, True],
                           [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300), "DiT Head Guidance (preset)")
-    digit = g.node("DiTAccelDigitLabel", ["3"], [], [("CONDITIONING", "CONDITIONING")], (0, 600))
-    negative = g.node("DiTAccelDigitLabel", ["unconditional"], [], [("CONDITIONING", "CONDITIONING")], (0, 750))
-    latent = g.node("DiTAccelDigitEmptyLatent", [128, 4], [], [("LATENT", "LATENT")], (0, 900))
-    plain = sampler(g, 400, 0, "CFG alone")
-    guided = sampler(g, 400, 400, "CFG + head guidance")
-    g.link(model, 0, plain, "model")
-    g.link(model, 0, guided_model, "model")
-    g.link(guided_model, 0, guided, "model")
-    for ks, y in ((plain, 0), (guided, 400)):
-        g.link(digit, 0, ks, "positive")
-        g.link(negative, 0, ks, "negative")
-        g.link(latent, 0, ks, "latent_image")
-        dec = g.node("DiTAccelDigitDecode", [], [("samples", "LATENT")], [("IMAGE", "IMAGE")], (800, y))
-        g.link(ks, 0, dec, "samples")
-        prev = g.node("PreviewImage", [], [("images", "IMAGE")], [], (1100, y))
-        g.link(dec, 0, prev, "images")
+    inputs = _digit_inputs(g)
+    _sample_and_preview(g, model, inputs, 400, 0, "CFG alone")
+    _sample_and_preview(g, guided_model, inputs, 400, 400, "CFG + head guidance")
     return g.to_json()
 
 

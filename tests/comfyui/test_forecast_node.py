@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from test_nodes import _execute, _graph, _sample_with  # pytest puts this folder on sys.path (no package here)
+from test_nodes import _execute, _graph, _sample_with, random_lora  # pytest puts this folder on sys.path (no package here)
 
 SETTINGS = dict(method="taylorseer", speed="balanced", interval=5, threshold=0.05, order=1, degree=3,
                 granularity="model", start_percent=0.0, end_percent=1.0, warmup_steps=1, final_steps=1)
@@ -53,13 +53,7 @@ def test_partial_denoise_several_conds_and_a_lora(node_registry):
     from dit_accel.reference import latent as codec
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
     model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
-    gen = torch.Generator().manual_seed(0)
-    lora = {}
-    for i in range(4):
-        key = f"diffusion_model.blocks.{i}.self_attn.q"
-        lora[f"{key}.lora_up.weight"] = torch.randn(256, 4, generator=gen) * 0.2
-        lora[f"{key}.lora_down.weight"] = torch.randn(4, 256, generator=gen) * 0.2
-    with_lora = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)[0]
+    with_lora = comfy.sd.load_lora_for_models(model, None, random_lora(), 1.0, 0.0)[0]
     negative = [[label_context([UNCONDITIONAL] * 2), {}]]
     two_conds = [[label_context([3, 3]), {}], [label_context([8, 8]), {"strength": 0.5}]]
     start = {"samples": codec.encode(torch.rand(2, 1, 128, 128))}

@@ -117,17 +117,23 @@ def test_block_cache_on_partial_denoise_and_several_conds(node_registry):
         assert psnr > 20
 
 
-def test_block_cache_chains_with_a_lora_before_or_after(node_registry):
-    """A LoRA applied through ComfyUI's loader before or after our node is applied, and caching still works."""
-    import comfy.sd
-    from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
-    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+def random_lora() -> dict:
+    """A rank-4 LoRA on the first four blocks' query projections, strong enough to change the samples."""
     gen = torch.Generator().manual_seed(0)
     lora = {}
     for i in range(4):
         key = f"diffusion_model.blocks.{i}.self_attn.q"
         lora[f"{key}.lora_up.weight"] = torch.randn(256, 4, generator=gen) * 0.2
         lora[f"{key}.lora_down.weight"] = torch.randn(4, 256, generator=gen) * 0.2
+    return lora
+
+
+def test_block_cache_chains_with_a_lora_before_or_after(node_registry):
+    """A LoRA applied through ComfyUI's loader before or after our node is applied, and caching still works."""
+    import comfy.sd
+    from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    lora = random_lora()
 
     def with_lora(m):
         return comfy.sd.load_lora_for_models(m, None, lora, 1.0, 0.0)[0]
