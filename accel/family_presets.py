@@ -41,8 +41,8 @@ class FamilyPreset:
 # Shared sources.
 FBCACHE = ("ParaAttention's First Block Cache (FBCache): block 0 always runs, its residual change gates the rest; "
            "our block cache's first_block gate follows it")
-OURS_WAN = ("our measurement: reference model (Wan 2.1 format), block gate threshold 1.0 with order-2 forecast, "
-            "2.48x compute at 36.5 dB (accel/caching/presets.py)")
+OURS_WAN = ("our measurement: reference model (Wan 2.1 format), block gate threshold 1.0 with order-2 forecast on "
+            "the step axis (accel/caching/presets.py has the measured speed and PSNR per level)")
 BORROWED = "borrowed from the Wan measurement (" + OURS_WAN + "); not measured on this family"
 TEACACHE_COMFY = "ComfyUI-TeaCache README, recommended rel_l1_thresh table (welltop-cn/ComfyUI-TeaCache)"
 MAGCACHE_COMFY = "ComfyUI-MagCache README, recommended magcache_thresh table (Zehong-Ma/ComfyUI-MagCache)"

@@ -1,4 +1,4 @@
-"""Our block cache vs ComfyUI's own EasyCache and LazyCache, on the reference model, through ComfyUI's sampler.
+"""Our block cache and forecasters vs ComfyUI's EasyCache and LazyCache on the reference model, via ComfyUI's sampler.
 
     eval "$(../shared/comfyui/setup.sh)"; python benchmarks/compare_core_caches.py [--seeds 2] [--steps 20] \
         [--json out.json] [--plot docs/cache_curves.png]
@@ -48,6 +48,7 @@ def main():
     from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
 
     from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch, preset
+    from dit_accel.accel.forecasting.methods import ForecastSettings
     from dit_accel.nodes.comfy_bridge import apply_patch
     from dit_accel.reference.assets import MODEL_FILE, load_classifier
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
@@ -86,9 +87,15 @@ def main():
         variants[f"LazyCache {t}"] = lambda t=t: core(LazyCacheNode, t)
     for level in ("quality", "balanced", "fast"):
         variants[f"dit-accel {level}"] = lambda level=level: apply_patch(base, BlockCachePatch(preset("wan", level)))
-    for c, order in ((1, 0), (2, 0), (3, 0), (2, 1)):
+    for c, order in ((2, 0), (3, 0), (4, 0)):
         cfg = BlockCacheConfig(gate="block", threshold=1.0, max_consecutive=c, forecast_order=order)
         variants[f"dit-accel block c{c} order {order}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
+    for method, interval, threshold in (("taylorseer", 3, 0), ("taylorseer", 5, 0), ("taylorseer", 7, 0),
+                                        ("spectrum", 3, 0), ("spectrum", 5, 0), ("spectrum", 7, 0),
+                                        ("cg-taylor", 5, 0.2), ("spectrum-cg", 7, 0.1)):
+        settings = ForecastSettings(method, interval=interval, threshold=threshold)
+        name = f"dit-accel {method} " + (f"thr {threshold:g}" if threshold else f"every <={interval}")
+        variants[name] = lambda settings=settings: apply_patch(base, settings.patch())
 
     full_images, full_rows = sample(base)
     labels_all = labels.repeat(args.seeds)

@@ -13,8 +13,10 @@ keeps warm-up and final steps.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
+from ..family_presets import PRESETS
 from .block_cache import BlockCacheConfig
 
 log = logging.getLogger("dit_accel")
@@ -31,11 +33,14 @@ FAMILY_PRESETS: dict[str, dict[str, BlockCacheConfig]] = {"wan": _WAN}
 
 
 def preset(family: str, level: str = "balanced") -> BlockCacheConfig:
+    """The block-cache setting for a family and speed level; the family's threshold comes from the per-family
+    table (accel/family_presets.py), the skip pattern from the measured presets here."""
     if level not in LEVELS:
         raise ValueError(f"speed must be one of {LEVELS}, got {level!r}")
-    if family not in FAMILY_PRESETS:
+    config = FAMILY_PRESETS.get(family, FAMILY_PRESETS[FALLBACK_FAMILY])[level]
+    table = PRESETS.get(family)
+    if family not in FAMILY_PRESETS or (table is not None and not table.measured):
         # A usable default beats an error on a supported model, but say that it is borrowed.
         log.warning("dit-accel: no block-cache preset measured for %r yet; using the %s preset measured on the "
                     "reference (Wan-format) model. Check the result, or use speed 'custom'.", family, level)
-        family = FALLBACK_FAMILY
-    return FAMILY_PRESETS[family][level]
+    return dataclasses.replace(config, threshold=table.cache_threshold) if table is not None else config
