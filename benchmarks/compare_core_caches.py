@@ -40,6 +40,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--only", nargs="*", help="run only the variants whose name starts with one of these")
     p.add_argument("--plot", type=Path, help="draw PSNR against compute speedup here (needs matplotlib)")
     args = p.parse_args()
     version = setup_comfy()
@@ -97,6 +98,8 @@ def main():
         name = f"dit-accel {method} " + (f"thr {threshold:g}" if threshold else f"every <={interval}")
         variants[name] = lambda settings=settings: apply_patch(base, settings.patch())
 
+    if args.only:
+        variants = {name: build for name, build in variants.items() if name.startswith(tuple(args.only))}
     full_images, full_rows = sample(base)
     labels_all = labels.repeat(args.seeds)
     full_acc = float((classifier.predict(full_images) == labels_all).float().mean())
