@@ -95,6 +95,8 @@ class AccelHost:
         x = args[0] if args else kwargs["x"]
         x = x[0] if isinstance(x, (list, tuple)) else x  # LTXAV: [video, audio]
         self.begin_call(to, x)
+        if not any(p.uses("around_model") for p in self.patches):
+            return executor(*args, **kwargs)
         model = getattr(executor, "class_obj", None)
         blocks = len(self.adapter.block_layout(model)) if isinstance(model, torch.nn.Module) else 0
         return self.call_model(to, x, blocks, lambda: executor(*args, **kwargs))
