@@ -77,6 +77,10 @@ class RunState:
             self.states[(owner, stream_key)] = entry
         return entry[1]
 
+    def states_of(self, owner: str) -> list:
+        """Every stream state one patch holds this run (for summaries: bytes held, counts)."""
+        return [state for (who, _), (_, state) in self.states.items() if who == owner]
+
     def close(self) -> None:
         for _, state in self.states.values():
             if hasattr(state, "reset"):

@@ -269,9 +269,7 @@ class BlockCachePatch(DiTPatch):
     def _forecast_bytes(self, run: RunState) -> int:
         """Bytes of cached residuals (and forecast history) this patch holds across its streams."""
         total = 0
-        for (owner, _), (_, state) in run.states.items():
-            if owner != self.name:
-                continue
+        for state in run.states_of(self.name):
             predictors = [*state.stack_residual.values(), *state.block_residual.values()]
             if state.gate_forecast is not None:
                 predictors.append(state.gate_forecast)

@@ -153,11 +153,8 @@ class OutputForecastPatch(DiTPatch):
         return compute
 
     def forecast_bytes(self, run: RunState) -> int:
-        total = 0
-        for (owner, _), (_, state) in run.states.items():
-            if owner == self.name:
-                total += sum(predictor_nbytes(p) for p in (state.predictor, state.check) if p is not None)
-        return total
+        return sum(predictor_nbytes(p) for state in run.states_of(self.name)
+                   for p in (state.predictor, state.check) if p is not None)
 
     def on_run_end(self, run: RunState) -> str | None:
         stats = self._stats(run)
