@@ -9,6 +9,8 @@ from .blocks import Budget
 from .policies import POLICIES, PolicyParams, make_policy
 from .policies.base import MaskPolicy
 
+ALLOCATIONS = ("uniform", "calibrated")
+
 
 @dataclass(frozen=True)
 class SparseAttentionConfig:
@@ -25,6 +27,8 @@ class SparseAttentionConfig:
     min_tokens: image sequences shorter than this run dense (there is nothing to gain); at least 2 blocks are needed.
     params: the policy's own settings (its `Params` dataclass); None uses the policy's defaults.
     backend: "auto" (Triton kernel where it can run, else the torch reference with one warning), "triton", "torch".
+    allocation: "uniform" (every layer skips `sparsity`) or "calibrated" (per-layer budgets with the same mean,
+        measured on the last warm-up step: layers whose error grows fastest keep more blocks; see allocation.py).
     """
 
     policy: str = "pisa"
@@ -36,6 +40,7 @@ class SparseAttentionConfig:
     min_tokens: int = 0
     params: PolicyParams | None = None
     backend: str = "auto"
+    allocation: str = "uniform"
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -47,6 +52,11 @@ class SparseAttentionConfig:
             raise ValueError(f"dense_layers are block positions >= 0, got {self.dense_layers}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.allocation == "calibrated" and (self.top_p is not None or self.warmup_steps < 1):
+            raise ValueError("the calibrated allocation measures each layer on the last dense warm-up step and "
+                             "splits a sparsity target: set warmup_steps >= 1 and no top_p, or use 'uniform'")
         if self.params is not None and not isinstance(self.params, POLICIES[self.policy].Params):
             raise ValueError(f"policy {self.policy!r} takes {POLICIES[self.policy].Params.__name__} settings, got "
                              f"{type(self.params).__name__}")
@@ -61,7 +71,8 @@ class SparseAttentionConfig:
 
     def describe(self) -> str:
         budget = f"top-p {self.top_p:g}" if self.top_p is not None else f"target {self.sparsity:.0%}"
-        return f"{self.policy}, {budget}, block {self.block_size}, {self.warmup_steps} dense warm-up steps"
+        allocation = ", per-layer budgets calibrated" if self.allocation == "calibrated" else ""
+        return f"{self.policy}, {budget}{allocation}, block {self.block_size}, {self.warmup_steps} dense warm-up steps"
 
 
 def parse_layers(text: str) -> tuple[int, ...]:

@@ -37,37 +37,46 @@ def _weights(scores: torch.Tensor, skipped: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def taylor_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, block: int,
-                      scale: float, order: int = 1, mixing: str = "block") -> SoftmaxCorrection:
-    """PISA's block-wise Taylor estimate of the blocks `mask` skips (order 0 or 1). q, k, v: (B, H, L, D)."""
+                      scale: float, order: int = 1, mixing: str = "block", sub_block: int | None = None
+                      ) -> SoftmaxCorrection:
+    """PISA's block-wise Taylor estimate of the blocks `mask` skips (order 0 or 1). q, k, v: (B, H, L, D).
+
+    sub_block: expand around the means of smaller key groups (a divisor of `block`; None: the block itself). The
+    Taylor error grows with the keys' spread around the mean they are expanded at, and smaller groups spread less;
+    the estimate's cost grows as block / sub_block (about 1/8 of dense attention at block / 4 on long sequences)."""
     if order not in (0, 1):
         raise ValueError(f"Taylor order must be 0 or 1, got {order}")
     if mixing not in MIXINGS:
         raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
+    sub = block if sub_block is None else sub_block
+    if sub < 1 or block % sub:
+        raise ValueError(f"sub_block must divide the block size {block}, got {sub_block}")
     b, h, lq, _ = q.shape
     lk = k.shape[2]
     qf = q.float()
-    k_mean = pool_mean(k, block)                                    # (B, H, nk, D)
-    v_sum = pool_sum(v, block)                                      # (B, H, nk, Dv)
-    lengths = block_lengths(lk, block, q.device)
-    skipped = ~_row_mask(mask, lq, block, b, h)                     # (B, H, Lq, nk)
+    k_mean = pool_mean(k, sub)                                      # (B, H, nk, D), nk key groups of `sub` tokens
+    v_sum = pool_sum(v, sub)                                        # (B, H, nk, Dv)
+    lengths = block_lengths(lk, sub, q.device)
+    nk = lengths.numel()
+    group_mask = mask.repeat_interleave(block // sub, dim=-1)[..., :nk]  # key group -> its block's decision
+    skipped = ~_row_mask(group_mask, lq, block, b, h)               # (B, H, Lq, nk)
     w, shift = _weights(torch.einsum("bhld,bhnd->bhln", qf, k_mean) * scale, skipped)
     numerator = torch.einsum("bhln,bhnd->bhld", w, v_sum)
     denominator = (w * lengths).sum(-1)
     if order == 1:
-        nk = lengths.numel()
-        dev = k.float() - k_mean.repeat_interleave(block, dim=2)[:, :, :lk]
-        pad = nk * block - lk
+        dev = k.float() - k_mean.repeat_interleave(sub, dim=2)[:, :, :lk]
+        pad = nk * sub - lk
         vf = v.float()
         if pad:
             dev = torch.cat([dev, dev.new_zeros(b, h, pad, dev.shape[-1])], 2)
             vf = torch.cat([vf, vf.new_zeros(b, h, pad, vf.shape[-1])], 2)
-        spread = torch.einsum("bhntd,bhnte->bhnde", dev.view(b, h, nk, block, -1),
-                              vf.view(b, h, nk, block, -1))           # H_b: (B, H, nk, D, Dv)
+        spread = torch.einsum("bhntd,bhnte->bhnde", dev.view(b, h, nk, sub, -1),
+                              vf.view(b, h, nk, sub, -1))             # H_g: (B, H, nk, D, Dv)
         if mixing == "row":
             numerator = numerator + scale * torch.einsum("bhln,bhld,bhnde->bhle", w, qf, spread)
         else:
             total = w.sum(-1, keepdim=True)                             # W_i
-            share = w / total.clamp_min(1e-30)                          # each row's split over skipped blocks
+            share = w / total.clamp_min(1e-30)                          # each row's split over skipped groups
             nq = (lq + block - 1) // block
             share_q = torch.zeros(b, h, nq, nk, device=q.device).index_add_(2, row_block(lq, block, q.device), share)
             share_q = share_q / block_lengths(lq, block, q.device).view(1, 1, -1, 1)
@@ -78,6 +87,24 @@ def taylor_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
             per_row = per_row.reshape(b, h, nq * block, -1)[:, :, :lq]
             numerator = numerator + scale * total * per_row
     return SoftmaxCorrection(numerator.contiguous(), denominator.contiguous(), shift.contiguous())
+
+
+def taylor_cost(q_len: int, k_len: int, head_dim: int, v_dim: int, block: int, order: int, mixing: str,
+                sub_block: int | None = None) -> float:
+    """Multiply-adds of `taylor_correction` per (batch, head), as a fraction of dense attention's (q_len * k_len *
+    (head_dim + v_dim)): what the estimate of the skipped blocks costs besides the visited blocks."""
+    if order < 0:
+        return 0.0
+    groups = -(-k_len // (sub_block or block))
+    q_blocks = -(-q_len // block)
+    work = q_len * groups * (head_dim + v_dim)                     # scores against group means + zeroth numerator
+    if order == 1:
+        work += k_len * head_dim * v_dim                           # H_g
+        if mixing == "row":
+            work += q_len * groups * head_dim * v_dim
+        else:
+            work += q_blocks * groups * head_dim * v_dim + q_len * head_dim * v_dim
+    return work / (q_len * k_len * (head_dim + v_dim))
 
 
 def centroid_tail_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, block: int,

@@ -23,7 +23,8 @@ from ...kernels.block_sparse import block_sparse_attention, resolve_backend
 from ..context import StepContext
 from ..patch import AttentionCall, BlockCall, DiTPatch, RunAttention, RunBlock
 from ..state import RunState
-from .blocks import Grid, gather_tokens, invert
+from .allocation import Calibration, keep_counts, measure
+from .blocks import Budget, Grid, gather_tokens, invert, n_blocks
 from .config import SparseAttentionConfig
 from .correction import exact_correction, merge
 from .policies import PolicyInput
@@ -43,11 +44,14 @@ class SparseRun:
     routes: Counter = field(default_factory=Counter)
     work_total: float = 0.0      # query x key token pairs of the eligible (self / joint) calls
     work_done: float = 0.0       # ... of them actually computed
+    estimate_work: float = 0.0   # multiply-adds of the skipped blocks' estimates, in dense-attention pairs
     fallback_reason: str | None = None
     position: int | None = None  # the block being run (position in the block loop)
     text_tokens: int = 0         # text length of the current model call's joint attention
     image_span: tuple[int, int] | None = None  # ComfyUI's img_slice of the current block, when it gives one
     grid_hint: tuple[int, ...] | None = None
+    calibration: Calibration = field(default_factory=Calibration)  # "calibrated" allocation: measured errors
+    keep: dict[int, int] | None = None  # ... and the keep count per layer position, once allocated
 
 
 class SparseAttentionPatch(DiTPatch):
@@ -96,7 +100,10 @@ class SparseAttentionPatch(DiTPatch):
         if route is not None:
             data.routes[route] += 1
             data.work_done += work
-            return run_attention(call)
+            out = run_attention(call)
+            if route == WARMUP and cfg.allocation == "calibrated" and ctx.step == cfg.warmup_steps - 1:
+                self._calibrate(data, call, out)
+            return out
         out, done = self._sparse(data, call, span)
         data.work_done += done
         return out
@@ -107,9 +114,13 @@ class SparseAttentionPatch(DiTPatch):
             return None
         sparsity = 1.0 - data.work_done / data.work_total if data.work_total else 0.0
         run.metrics["attention_sparsity"] = sparsity
+        run.metrics["estimate_cost"] = data.estimate_work / data.work_total if data.work_total else 0.0
         routes = ", ".join(f"{name} {count}" for name, count in data.routes.most_common())
         line = (f"sparse attention ({self.config.describe()}): {sparsity:.1%} of self-attention work skipped; "
                 f"attention calls by route: {routes}")
+        if data.keep:
+            line += "; key blocks kept per layer (of %d): %s" % (data.calibration.blocks, ", ".join(
+                f"{p}: {k}" for p, k in sorted(data.keep.items())))
         if data.routes[REFERENCE]:
             line += f". The Triton kernel could not run ({data.fallback_reason}): the torch reference computed " \
                     "the sparse calls, which is slower than dense attention"
@@ -138,6 +149,37 @@ class SparseAttentionPatch(DiTPatch):
             return data.text_tokens, length
         return None  # a joint call whose text we cannot place: stay dense
 
+    # ---- per-layer budgets -------------------------------------------------------------------------------
+    def _calibrate(self, data: SparseRun, call: AttentionCall, out: torch.Tensor) -> None:
+        """Measure this layer's error at a few keep counts against the dense output just computed."""
+        cfg = self.config
+        position = data.position if data.position is not None else call.block_index
+        span = self._image_span(data, call) if call.kind != "cross" else None
+        if position is None or span is None or span[1] - span[0] < max(cfg.min_tokens, 2 * cfg.block_size):
+            return
+        start, end = span
+        qi, ki, vi = (t[:, :, start:end] for t in (call.q, call.k, call.v))
+        exact = out[:, :, start:end] if (start, end) == (0, call.q.shape[2]) and call.k.shape[2] == end - start \
+            else torch.nn.functional.scaled_dot_product_attention(qi, ki, vi)  # image-only attention
+        blocks = n_blocks(end - start, cfg.block_size)
+        inp = PolicyInput(qi, ki, vi, Grid.infer(end - start, data.grid_hint), cfg.block_size, cfg.budget,
+                          qi.shape[-1] ** -0.5)
+        errors, work = measure(self.policy, inp, exact, keep_counts(round((1 - cfg.sparsity) * blocks), blocks))
+        data.calibration.add(position, blocks, errors)
+        data.work_done += work
+
+    def _budget(self, data: SparseRun, call: AttentionCall, blocks: int) -> Budget:
+        """The configured budget, or this layer's calibrated share of it."""
+        cfg = self.config
+        if cfg.allocation != "calibrated" or blocks != data.calibration.blocks:
+            return cfg.budget
+        if data.keep is None:  # the same total of kept blocks as the target, split by measured error
+            layers = len(data.calibration.counts)
+            data.keep = data.calibration.allocate(round((1 - cfg.sparsity) * blocks * layers))
+        position = data.position if data.position is not None else call.block_index
+        keep = data.keep.get(position)
+        return cfg.budget if keep is None else Budget(1.0 - keep / blocks)
+
     # ---- the sparse route --------------------------------------------------------------------------------
     def _sparse(self, data: SparseRun, call: AttentionCall, span: tuple[int, int]) -> tuple[torch.Tensor, float]:
         cfg = self.config
@@ -146,7 +188,8 @@ class SparseAttentionPatch(DiTPatch):
         scale = q.shape[-1] ** -0.5
         qi, ki, vi = q[:, :, start:end], k[:, :, start:end], v[:, :, start:end]
         grid = Grid.infer(end - start, data.grid_hint)
-        sel = self.policy.select(PolicyInput(qi, ki, vi, grid, cfg.block_size, cfg.budget, scale))
+        budget = self._budget(data, call, n_blocks(end - start, cfg.block_size))
+        sel = self.policy.select(PolicyInput(qi, ki, vi, grid, cfg.block_size, budget, scale))
         if sel.q_order is not None:
             qi = gather_tokens(qi, sel.q_order)
         if sel.k_order is not None:
@@ -171,6 +214,7 @@ class SparseAttentionPatch(DiTPatch):
         b, h, length, _ = q.shape
         img = end - start
         done = float(sel.density) * b * h * img * img + b * h * img * (k.shape[2] - img)  # image pairs + text keys
+        data.estimate_work += sel.estimate_cost * b * h * img * img
         if start == 0 and end == length:
             return out_img, done
         out = torch.empty(b, h, length, out_img.shape[-1], dtype=out_img.dtype, device=out_img.device)

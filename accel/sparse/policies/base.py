@@ -32,12 +32,14 @@ class PolicyInput:
 class Selection:
     """A policy's answer. `mask` (bool [B|1, H|1, n_q_blocks, n_k_blocks]) is over the tokens in `order` (if given):
     the patch reorders q, k, v by `q_order` / `k_order` ((L,) shared or (B, H, L)), runs the kernel, and puts the
-    output rows back. `correction` rows are in the reordered query order too."""
+    output rows back. `correction` rows are in the reordered query order too. `estimate_cost`: what computing the
+    correction cost, as a fraction of the dense attention's multiply-adds (reported, never hidden in the sparsity)."""
 
     mask: torch.Tensor
     correction: SoftmaxCorrection | None = None
     q_order: torch.Tensor | None = None
     k_order: torch.Tensor | None = None
+    estimate_cost: float = 0.0
 
     def layout(self, block: int) -> BlockLayout:
         return layout_from_mask(self.mask, block, block)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..blocks import block_lengths, diagonal, n_blocks, pool_mean, row_block, select
-from ..correction import MIXINGS, taylor_correction
+from ..correction import MIXINGS, taylor_correction, taylor_cost
 from .base import MaskPolicy, PolicyInput, PolicyParams, Selection, register_policy
 
 
@@ -22,17 +22,22 @@ from .base import MaskPolicy, PolicyInput, PolicyParams, Selection, register_pol
 class PisaParams(PolicyParams):
     """order: Taylor order of the skipped blocks' estimate (0: block means only, 1: PISA's first order, -1: none).
     mixing: "block" (each query block mixes the first-order terms once; cheap) or "row" (exact first order).
-    spread_weight: how much a block's internal score spread raises its priority for exact computation."""
+    spread_weight: how much a block's internal score spread raises its priority for exact computation.
+    sub_block: tokens per key group the Taylor estimate expands around (a divisor of the block size; 0: the block).
+        Smaller groups spread less around their mean, so the estimate of the skipped blocks is more accurate."""
 
     order: int = 1
     mixing: str = "block"
     spread_weight: float = 1.0
+    sub_block: int = 0
 
     def __post_init__(self):
         if self.order not in (-1, 0, 1):
             raise ValueError(f"order must be -1 (drop), 0 or 1, got {self.order}")
         if self.mixing not in MIXINGS:
             raise ValueError(f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
+        if self.sub_block < 0:
+            raise ValueError(f"sub_block must be >= 0 (0: the block size), got {self.sub_block}")
 
 
 def estimated_log_mass(q: torch.Tensor, k: torch.Tensor, block: int, scale: float,
@@ -70,5 +75,7 @@ class PisaPolicy(MaskPolicy):
         force = diagonal(n_blocks(q.shape[2], blk), n_blocks(k.shape[2], blk), q.device)
         mask = select(log_mass, inp.budget, force)
         correction = None if p.order < 0 else taylor_correction(q, k, inp.v, mask, blk, inp.scale, p.order,
-                                                                 p.mixing)
-        return Selection(mask, correction)
+                                                                 p.mixing, p.sub_block or None)
+        cost = taylor_cost(q.shape[2], k.shape[2], q.shape[3], inp.v.shape[3], blk, p.order, p.mixing,
+                           p.sub_block or None)
+        return Selection(mask, correction, estimate_cost=cost)

@@ -2,6 +2,7 @@
 and the first order better than the zeroth."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dit_accel.accel.sparse.blocks import keep_top_k
@@ -83,3 +84,56 @@ def test_merged_corrections_add_up_to_the_exact_attention():
                  exact_correction(q, k[:, :, half:], v[:, :, half:], scale))
     none = torch.zeros(1, 2, 8, 8, dtype=torch.bool)
     assert _error(q, k, v, none, both) < 1e-5
+
+
+def _grouped(seed=0, groups=4, spread=0.05):
+    """Each block of 16 keys is `groups` tight groups around different centres: far from the block's mean."""
+    gen = torch.Generator().manual_seed(seed)
+    size = BLOCK // groups
+    centres = torch.randn(1, 2, 8 * groups, 1, 32, generator=gen)
+    k = (centres + spread * torch.randn(1, 2, 8 * groups, size, 32, generator=gen)).reshape(1, 2, -1, 32)
+    q = torch.randn(1, 2, 8 * BLOCK, 32, generator=gen)
+    v = torch.randn(1, 2, 8 * BLOCK, 32, generator=gen)
+    return q, k, v
+
+
+def test_sub_blocks_matching_the_key_groups_beat_whole_blocks():
+    q, k, v = _grouped()
+    mask = _mask(q, k)
+    scale = 32 ** -0.5
+    whole = _error(q, k, v, mask, taylor_correction(q, k, v, mask, BLOCK, scale, order=1))
+    sub = _error(q, k, v, mask, taylor_correction(q, k, v, mask, BLOCK, scale, order=1, sub_block=4))
+    assert sub < 0.25 * whole
+
+
+def test_sub_block_of_the_block_size_is_the_block_estimate():
+    q, k, v = _clustered()
+    mask = _mask(q, k)
+    a = taylor_correction(q, k, v, mask, BLOCK, 0.2, order=1)
+    b = taylor_correction(q, k, v, mask, BLOCK, 0.2, order=1, sub_block=BLOCK)
+    torch.testing.assert_close(a.numerator, b.numerator)
+    torch.testing.assert_close(a.denominator, b.denominator)
+
+
+def test_sub_block_estimate_handles_a_ragged_tail():
+    # 120 keys: the last block holds 8 tokens = 2 groups of 4; a skipped tail is estimated, not read past its end.
+    q, k, v = (t[:, :, :120] for t in _grouped(spread=0.0))
+    mask = keep_top_k(torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(5)), 3)
+    mask[..., -1] = False
+    c = taylor_correction(q, k, v, mask, BLOCK, 32 ** -0.5, order=0, sub_block=4)
+    assert _error(q, k, v, mask, c) < 1e-5  # zero spread inside every group: the zeroth order is exact
+
+
+def test_sub_block_must_divide_the_block():
+    q, k, v = _clustered()
+    with pytest.raises(ValueError, match="divide"):
+        taylor_correction(q, k, v, _mask(q, k), BLOCK, 0.2, sub_block=5)
+
+
+def test_estimate_cost_grows_with_smaller_groups_and_shrinks_with_length():
+    from dit_accel.accel.sparse.correction import taylor_cost
+    short = [taylor_cost(256, 256, 128, 128, 16, 1, "block", sub) for sub in (16, 8, 4)]
+    assert short[0] < short[1] < short[2]
+    assert taylor_cost(256, 256, 128, 128, 16, -1, "block") == 0.0
+    assert taylor_cost(32768, 32768, 128, 128, 64, 1, "block", 16) < 0.2 * taylor_cost(256, 256, 128, 128, 16, 1,
+                                                                                         "block", 4)

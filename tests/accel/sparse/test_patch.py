@@ -114,3 +114,12 @@ def test_bad_settings_name_the_fix():
     from dit_accel.accel.sparse.policies.sol import SolParams
     with pytest.raises(ValueError, match="PisaParams"):
         SparseAttentionConfig(policy="pisa", params=SolParams())
+
+
+def test_estimate_cost_is_reported_beside_the_sparsity(tiny_wan):
+    from dit_accel.accel.sparse.policies.pisa import PisaParams
+    _, pisa, _ = _run(tiny_wan, SparseAttentionConfig(policy="pisa", sparsity=0.5, **TINY))
+    _, dropped, _ = _run(tiny_wan, SparseAttentionConfig(policy="pisa", sparsity=0.5, params=PisaParams(order=-1),
+                                                         **TINY))
+    assert pisa.metrics["estimate_cost"] > 0.0 == dropped.metrics["estimate_cost"]
+    assert pisa.metrics["attention_sparsity"] == dropped.metrics["attention_sparsity"]
