@@ -4,11 +4,15 @@ The quantize node writes the diffusion model's block linears in ComfyUI's per-la
 the model with ComfyUI's own loader (`comfy.sd.load_diffusion_model_state_dict`, what UNETLoader calls), so the
 result is an ordinary ComfyUI model: core's quantized tensors, core's LoRA patching, offloading and dynamic VRAM.
 The save node writes that model's state dict (ComfyUI's own serialisation) to safetensors with our versioned
-header; plain ComfyUI loads the file with UNETLoader, no pack needed.
+header, and UNETLoader loads the file back.
 
-Formats: INT8 W8A8 with ConvRot (core's "int8_tensorwise", ComfyUI 0.27+). A ComfyUI without INT8 (0.8.0) gets one
-warning and core's fp8 e4m3 weights instead. The twin-log 3/4/6-bit codebooks are bench/pure-torch only for now:
-core's loader reads a fixed list of formats, so they cannot be loaded through UNETLoader without patching it.
+Formats (a registry, SCHEMES):
+  * tlq-w3 / tlq-w4 / tlq-w6 / tlq-w8: LRQ-DiT twin-log codebook weights with per-group fp16 scales (W*A16).
+    `quant_layout.py` (imported here, so at pack import) registers their layouts and `QUANT_ALGOS` entries and
+    lets UNETLoader read them; loading such a file needs the pack installed.
+  * w8a8-convrot: INT8 W8A8 with ConvRot (core's "int8_tensorwise", ComfyUI 0.27+); loads in plain ComfyUI. A
+    ComfyUI without INT8 (0.8.0) gets one warning and core's fp8 e4m3 weights instead.
+Not offered yet: LRQ's calibrated adaptive rotation and W4A8 (they need an activation-side layout; bench only).
 """
 from __future__ import annotations
 
@@ -16,17 +20,39 @@ import json
 import logging
 import os
 
+from dataclasses import dataclass
+from typing import Callable
+
 from comfy_api.latest import io
 
-from ..accel.quant import Int8Config
+from ..accel.quant import Int8Config, QuantConfig, WeightOnlyConfig
 from ..accel.quant.api import Progress, default_filter
 from ..accel.quant.serialize import HEADER_KEY, fp8_state_dict, header, quantize_state_dict
+from . import quant_layout
+from .compat import ADVANCED
 
 log = logging.getLogger("dit_accel")
 
-SCHEMES = ("w8a8-convrot",)
+
+@dataclass(frozen=True)
+class Scheme:
+    tooltip: str
+    config: Callable[[int], QuantConfig]  # group size -> config
+    needs_pack: bool  # True: loading the file needs dit-accel's TLQ layouts
+
+
+SCHEMES: dict[str, Scheme] = {
+    **{f"tlq-w{b}": Scheme(f"{b}-bit twin-log codebook weights, 16-bit activations (~{16 / (b + 0.25):.1f}x smaller "
+                           "linears at group 64)", lambda g, b=b: WeightOnlyConfig(bits=b, group_size=g), True)
+       for b in (4, 3, 6, 8)},
+    "w8a8-convrot": Scheme("int8 weights and activations with a Hadamard rotation (ComfyUI core's INT8 format, "
+                           "~2x smaller linears; the file loads in plain ComfyUI; fp8 weights with a warning on "
+                           "ComfyUI before 0.27)", lambda g: Int8Config.convrot(), False),
+}
+DEFAULT_SCHEME = "tlq-w4"
 CONFIG_ATTR = "dit_accel_quant_header"  # set on the diffusion model we build; the save node writes it
 _warned: set[str] = set()
+quant_layout.install()  # at pack import: UNETLoader can read TLQ files from here on
 
 
 def core_has_int8() -> bool:
@@ -51,12 +77,16 @@ def _bytes(state: dict) -> int:
 
 
 
-def quantize_model(model, scheme: str = "w8a8-convrot"):
-    """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in a core format."""
+def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64):
+    """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in `scheme`'s format."""
     import comfy.quant_ops
     import comfy.sd
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
+    spec = SCHEMES[scheme]
+    if spec.needs_pack and not quant_layout.install():
+        raise RuntimeError(f"{scheme} needs comfy-kitchen's quantized tensors and a ComfyUI 0.8-0.33 loader (see the "
+                           "warning above); use w8a8-convrot")
     diffusion_model = model.get_model_object("diffusion_model")
     state = diffusion_model.state_dict()
     if any(k.endswith(".comfy_quant") for k in state) or any(isinstance(v, comfy.quant_ops.QuantizedTensor)
@@ -68,8 +98,8 @@ def quantize_model(model, scheme: str = "w8a8-convrot"):
     if n_layers == 0:
         raise ValueError(f"no transformer-block linear layers found in {type(diffusion_model).__name__}")
     progress = _progress_bar(n_layers)
-    if core_has_int8():
-        config = Int8Config.convrot()
+    config = spec.config(group_size)
+    if isinstance(config, WeightOnlyConfig) or core_has_int8():
         quantized = quantize_state_dict(state, config, progress=progress)
         meta = header(config)
     else:
@@ -112,6 +142,12 @@ def save_quantized(model, path: str) -> str:
     return path
 
 
+def group_size_input():
+    return io.Int.Input("group_size", default=64, min=8, max=1024, step=8, **ADVANCED,
+                        tooltip="TLQ only: input channels sharing one fp16 scale. Smaller groups are more accurate "
+                                "and a little larger (64: 0.25 extra bits per weight). Must divide the layer width.")
+
+
 class DiTQuantize(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -125,17 +161,17 @@ class DiTQuantize(io.ComfyNode):
                         "Logs weight bytes before and after. Connect it straight after the model loader.",
             inputs=[
                 io.Model.Input("model", tooltip="A 16-bit diffusion model (e.g. from Load Diffusion Model)."),
-                io.Combo.Input("scheme", options=list(SCHEMES), default=SCHEMES[0],
-                               tooltip="w8a8-convrot: int8 weights and activations with a Hadamard rotation "
-                                       "(ComfyUI core's INT8 format, ~2x smaller linears; loads in plain ComfyUI). "
-                                       "On ComfyUI without INT8 (before 0.27) fp8 weights are used, with a warning."),
+                io.Combo.Input("scheme", options=list(SCHEMES), default=DEFAULT_SCHEME,
+                               tooltip="; ".join(f"{k}: {v.tooltip}" for k, v in SCHEMES.items())
+                               + ". TLQ files load through Load Diffusion Model with dit-accel installed."),
+                group_size_input(),
             ],
             outputs=[io.Model.Output(tooltip="The quantized model.")],
         )
 
     @classmethod
-    def execute(cls, model, scheme: str) -> io.NodeOutput:
-        return io.NodeOutput(quantize_model(model, scheme))
+    def execute(cls, model, scheme: str, group_size: int = 64) -> io.NodeOutput:
+        return io.NodeOutput(quantize_model(model, scheme, group_size))
 
 
 class DiTSaveQuantized(io.ComfyNode):

@@ -125,22 +125,22 @@ def _sample_and_preview(g, model, inputs, x, y, title):
 
 
 def reference_quantize_and_save() -> dict:
-    """Quantize the reference model to ComfyUI's INT8 W8A8 format, sample with it, and save it."""
+    """Quantize the reference model to 4-bit TLQ (LRQ-DiT twin-log codebook), sample with it, and save it."""
     g = Graph()
     model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
-    quant = g.node("DiTAccelQuantize", ["w8a8-convrot"], [("model", "MODEL")], [("MODEL", "MODEL")], (0, 200))
-    save = g.node("DiTAccelSaveQuantized", ["diffusion_models/dit_accel_reference_w8a8"], [("model", "MODEL")], [],
+    quant = g.node("DiTAccelQuantize", ["tlq-w4", 64], [("model", "MODEL")], [("MODEL", "MODEL")], (0, 200))
+    save = g.node("DiTAccelSaveQuantized", ["diffusion_models/dit_accel_reference_tlq4"], [("model", "MODEL")], [],
                   (0, 400))
     g.link(model, 0, quant, "model")
     g.link(quant, 0, save, "model")
-    _sample_and_preview(g, quant, _digit_inputs(g), 400, 0, "quantized W8A8")
+    _sample_and_preview(g, quant, _digit_inputs(g), 400, 0, "quantized TLQ W4A16")
     return g.to_json()
 
 
 def quantized_file_with_core_loader_and_lora() -> dict:
-    """Load a quantized file with ComfyUI's own Load Diffusion Model, sample plain and with a LoRA on top."""
+    """Load a quantized (TLQ) file with ComfyUI's own Load Diffusion Model, sample plain and with a LoRA on top."""
     g = Graph()
-    unet = g.node("UNETLoader", ["dit_accel_reference_w8a8.safetensors", "default"], [], [("MODEL", "MODEL")],
+    unet = g.node("UNETLoader", ["dit_accel_reference_tlq4.safetensors", "default"], [], [("MODEL", "MODEL")],
                   (0, 0))
     lora = g.node("LoraLoaderModelOnly", ["your_lora.safetensors", 1.0], [("model", "MODEL")],
                   [("MODEL", "MODEL")], (0, 200))

@@ -5,9 +5,10 @@ layer's JSON config, exactly as ComfyUI's mixed-precision loader (comfy/ops.py) 
   * ComfyUI core's W8A8 ConvRot (`Int8Config.convrot()`): format "int8_tensorwise" with convrot=true and
     convrot_groupsize; `p.weight` int8 (N, K) in the rotated basis, `p.weight_scale` fp32 (N, 1). Plain ComfyUI
     (0.27+) loads and runs these files with no pack installed.
-  * TLQ / uniform codebooks (`WeightOnlyConfig`): format "dit_accel_codebook" with bits and group_size;
+  * TLQ / uniform codebooks (`WeightOnlyConfig`): format "dit_accel_tlq{bits}" with bits and group_size;
     `p.weight` = bit plane 0 (uint8), `p.weight_plane1` (3- and 6-bit), `p.weight_scale` fp16 (N, K/group),
-    `p.weight_codebook` fp32 (2**bits). Only dit-accel's loader understands this format.
+    `p.weight_codebook` fp32 (2**bits). ComfyUI's UNETLoader reads it once the pack is installed
+    (nodes/quant_layout.py registers the layouts); `load_quantized_` reads it in pure torch.
 Everything else stays as it was (16-bit). The safetensors metadata carries HEADER_KEY: {"format_version", "config"};
 a file whose version is newer than ours, or whose tensors do not fit the model, fails with an error naming it.
 """
@@ -25,7 +26,15 @@ from .linear import CodebookLinear, Int8Linear
 
 HEADER_KEY = "dit_accel_quant"
 CORE_INT8 = "int8_tensorwise"
-CODEBOOK_FORMAT = "dit_accel_codebook"
+LEGACY_CODEBOOK_FORMAT = "dit_accel_codebook"  # format version 1 files written before the per-bits names
+
+
+def codebook_format(bits: int) -> str:
+    """One format name per bit width: core's loader knows a layer's layout from its format name alone."""
+    return f"dit_accel_tlq{bits}"
+
+
+CODEBOOK_FORMATS: dict[str, int] = {codebook_format(b): b for b in (2, 3, 4, 6, 8)}
 
 
 def encode_layer_conf(conf: dict) -> torch.Tensor:
@@ -62,7 +71,7 @@ def layer_state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
         return {f"{prefix}weight": module.qweight, f"{prefix}weight_scale": module.weight_scale,
                 f"{prefix}comfy_quant": encode_layer_conf(conf)}
     if isinstance(module, CodebookLinear):
-        conf = {"format": CODEBOOK_FORMAT, "bits": module.bits, "group_size": module.group_size}
+        conf = {"format": codebook_format(module.bits), "bits": module.bits, "group_size": module.group_size}
         planes = module.planes
         out = {f"{prefix}weight": planes[0], f"{prefix}weight_scale": module.scales,
                f"{prefix}weight_codebook": module.codebook, f"{prefix}comfy_quant": encode_layer_conf(conf)}
@@ -142,7 +151,7 @@ def module_from_state(prefix: str, state: dict[str, torch.Tensor], in_features: 
         expect(f"{prefix}weight", (out_features, in_features))
         scale = expect(f"{prefix}weight_scale", (out_features, 1))
         return Int8Linear(in_features, out_features, bias, weight.to(torch.int8), scale, 0, group, None)
-    if fmt == CODEBOOK_FORMAT:
+    if fmt in CODEBOOK_FORMATS or fmt == LEGACY_CODEBOOK_FORMAT:
         bits, group = int(conf["bits"]), int(conf["group_size"])
         widths = plane_widths(bits)
         planes = [expect(f"{prefix}weight", (out_features, in_features * widths[0] // 8))]

@@ -27,7 +27,7 @@ def _rel(a, b):
 @pytest.fixture(scope="module")
 def quantized(reference_patcher, comfy_root):
     from dit_accel.nodes.quantize_node import quantize_model
-    return quantize_model(reference_patcher)
+    return quantize_model(reference_patcher, "w8a8-convrot")
 
 
 def _formats(patcher) -> set[str]:
@@ -57,8 +57,8 @@ def test_fallback_warns_once_without_int8(reference_patcher, caplog):
         pytest.skip("this ComfyUI has INT8 W8A8; the fp8 fallback is exercised on ComfyUI 0.8.0")
     quantize_node._warned.clear()
     with caplog.at_level(logging.WARNING, logger="dit_accel"):
-        quantize_node.quantize_model(reference_patcher)
-        quantize_node.quantize_model(reference_patcher)
+        quantize_node.quantize_model(reference_patcher, "w8a8-convrot")
+        quantize_node.quantize_model(reference_patcher, "w8a8-convrot")
     assert sum("predates INT8" in r.message for r in caplog.records) == 1
 
 

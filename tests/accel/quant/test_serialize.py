@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dit_accel.accel.quant import Int8Config, WeightOnlyConfig
-from dit_accel.accel.quant.serialize import (HEADER_KEY, decode_layer_conf, fp8_state_dict, header, load_quantized_,
-                                             quantize_state_dict, read_header)
+from dit_accel.accel.quant.serialize import (HEADER_KEY, decode_layer_conf, encode_layer_conf, fp8_state_dict, header,
+                                             load_quantized_, quantize_state_dict, read_header)
 from dit_accel.reference.wan_dit import WanConfig, WanDiT
 
 
@@ -37,11 +37,23 @@ def test_state_dict_roundtrip_is_bit_identical(config):
         assert state["blocks.0.ffn.0.weight"].dtype == torch.int8
         assert state["blocks.0.ffn.0.weight_scale"].shape == (256, 1)
     else:
-        assert conf["format"] == "dit_accel_codebook" and conf["bits"] == 3
+        assert conf["format"] == "dit_accel_tlq3" and conf["bits"] == 3 and conf["group_size"] == 32
     assert "head.head.weight" in state and state["head.head.weight"].dtype == torch.float32   # untouched
     a = load_quantized_(_fresh(1), state, header(config))
     b = load_quantized_(_fresh(2), state, header(config))
     assert torch.equal(_run(a), _run(b))                  # depends only on the file, not the model it fills
+
+
+def test_legacy_codebook_format_name_still_loads():
+    """Format-version-1 files written before the per-bits names said "dit_accel_codebook"; they load the same."""
+    config = WeightOnlyConfig(bits=4)
+    state = quantize_state_dict(_fresh().state_dict(), config)
+    legacy = dict(state)
+    for key in [k for k in state if k.endswith(".comfy_quant")]:
+        conf = decode_layer_conf(state[key])
+        legacy[key] = encode_layer_conf({**conf, "format": "dit_accel_codebook"})
+    assert torch.equal(_run(load_quantized_(_fresh(1), legacy, header(config))),
+                       _run(load_quantized_(_fresh(1), state, header(config))))
 
 
 def test_header_errors_are_clear():
