@@ -97,16 +97,16 @@ def allocate(errors: dict[int, dict[int, float]], total_keep: int) -> dict[int, 
 
 
 def measure(policy: MaskPolicy, inp: PolicyInput, exact: torch.Tensor, keeps: list[int],
-            stride: int = ROW_STRIDE) -> tuple[dict[int, float], float]:
+            stride: int = ROW_STRIDE) -> tuple[dict[int, float], float, float]:
     """Relative error of `policy` against the exact output `exact` (B, H, L, Dv) at each keep count, on every
     `stride`-th query block. The sampled rows' scores against all keys are computed once and every trial masks them
     (the kernel's merge rule, see kernels/block_sparse/layout.py). Returns ({keep: error}, query x key token pairs
-    computed: the sampled rows times the keys, once)."""
+    computed: the sampled rows times the keys, once; the trials' estimate work, in the same pairs)."""
     blk = inp.block
     nq, nk = n_blocks(inp.q.shape[2], blk), n_blocks(inp.k.shape[2], blk)
     sampled = torch.arange(0, nq, stride, device=inp.q.device)
     errors: dict[int, float] = {}
-    scores, rows, passes = None, None, 0
+    scores, rows, passes, estimate = None, None, 0, 0.0
     for keep in keeps:
         sel = policy.select(PolicyInput(inp.q, inp.k, inp.v, inp.grid, blk, Budget(1.0 - keep / nk), inp.scale))
         q, k, v, ref = inp.q, inp.k, inp.v, exact
@@ -116,6 +116,7 @@ def measure(policy: MaskPolicy, inp: PolicyInput, exact: torch.Tensor, keeps: li
             k, v = gather_tokens(k, sel.k_order), gather_tokens(v, sel.k_order)
         rows = (sampled.view(-1, 1) * blk + torch.arange(blk, device=q.device)).reshape(-1)
         rows = rows[rows < q.shape[2]]
+        estimate += sel.estimate_cost * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
         reordered = sel.q_order is not None or sel.k_order is not None
         if reordered or scores is None:  # a token order of its own per trial: its own scores
             scores = torch.einsum("bhld,bhmd->bhlm", q.index_select(2, rows).float(), k.float()) * inp.scale
@@ -139,4 +140,4 @@ def measure(policy: MaskPolicy, inp: PolicyInput, exact: torch.Tensor, keeps: li
         ref = ref.index_select(2, rows).float()
         errors[keep] = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
     work = float(inp.q.shape[0] * inp.q.shape[1] * (0 if rows is None else rows.numel()) * inp.k.shape[2])
-    return errors, work * passes
+    return errors, work * passes, estimate

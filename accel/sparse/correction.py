@@ -107,6 +107,13 @@ def taylor_cost(q_len: int, k_len: int, head_dim: int, v_dim: int, block: int, o
     return work / (q_len * k_len * (head_dim + v_dim))
 
 
+def centroid_tail_cost(q_len: int, k_len: int, head_dim: int, v_dim: int, block: int) -> float:
+    """Multiply-adds of `centroid_tail_correction` per (batch, head) as a fraction of dense attention's."""
+    nq, nk = -(-q_len // block), -(-k_len // block)
+    work = nq * nk * head_dim + q_len * nk * v_dim + (q_len + k_len) * head_dim
+    return work / (q_len * k_len * (head_dim + v_dim))
+
+
 def centroid_tail_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, block: int,
                              scale: float) -> SoftmaxCorrection:
     """sol-attn's pooled tail: skipped block b adds exp(s_Qb) Σ_j v_j with s_Qb the query block's centroid score

@@ -8,8 +8,9 @@ the same softmax as a correction, so text is never sparsified. The text length c
 "txt" stream (or ComfyUI's `img_slice`); text comes first unless `img_slice` says otherwise.
 
 Per run it counts attention work (query x key token pairs of self/joint calls, dense ones included) and records
-`run.metrics["attention_sparsity"]`; its summary line lists which route every call took, so a fallback to the slow
-torch reference is never silent.
+`run.metrics["attention_sparsity"]` (1 - computed / all pairs; dense warm-up calls and the calibration's sampled rows
+count as computed) and `estimate_cost` (the skipped blocks' estimates, in the same pairs, reported apart); its summary
+line lists which route every call took, so a fallback to the slow torch reference is never silent.
 """
 from __future__ import annotations
 
@@ -164,9 +165,11 @@ class SparseAttentionPatch(DiTPatch):
         blocks = n_blocks(end - start, cfg.block_size)
         inp = PolicyInput(qi, ki, vi, Grid.infer(end - start, data.grid_hint), cfg.block_size, cfg.budget,
                           qi.shape[-1] ** -0.5)
-        errors, work = measure(self.policy, inp, exact, keep_counts(round((1 - cfg.sparsity) * blocks), blocks))
+        errors, work, estimate = measure(self.policy, inp, exact, keep_counts(round((1 - cfg.sparsity) * blocks),
+                                                                             blocks))
         data.calibration.add(position, blocks, errors)
         data.work_done += work
+        data.estimate_work += estimate
 
     def _budget(self, data: SparseRun, call: AttentionCall, blocks: int) -> Budget:
         """The configured budget, or this layer's calibrated share of it."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..blocks import diagonal, n_blocks, pool_mean
-from ..correction import centroid_tail_correction
+from ..correction import centroid_tail_correction, centroid_tail_cost
 from .base import MaskPolicy, PolicyInput, PolicyParams, Selection, register_policy
 
 
@@ -51,4 +51,5 @@ class SolAttnPolicy(MaskPolicy):
         nq, nk = n_blocks(q.shape[2], blk), n_blocks(k.shape[2], blk)
         exact = exact | diagonal(nq, nk, q.device, p.neighbours)
         correction = centroid_tail_correction(q, k, inp.v, exact, blk, inp.scale) if p.pooled_tail else None
-        return Selection(exact, correction)
+        cost = centroid_tail_cost(q.shape[2], k.shape[2], q.shape[3], inp.v.shape[3], blk) if p.pooled_tail else 0.0
+        return Selection(exact, correction, estimate_cost=cost)

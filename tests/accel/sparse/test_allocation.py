@@ -50,9 +50,10 @@ def test_measured_error_falls_to_zero_with_every_block_kept():
     q, k, v = (torch.randn(1, 2, 64, 16, generator=gen) for _ in range(3))
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     inp = PolicyInput(q, k, v, Grid(1, 8, 8), 8, Budget(0.5), 16 ** -0.5)
-    errors, work = measure(make_policy("pisa", order=-1), inp, exact, [2, 4, 8], stride=2)
+    errors, work, estimate = measure(make_policy("pisa", order=-1), inp, exact, [2, 4, 8], stride=2)
     assert errors[8] < 1e-5 < errors[4] < errors[2]
     assert work == 2 * 32 * 64  # one pass of every 2nd query block (32 rows) over the 64 keys, per (batch, head)
+    assert estimate == 0.0      # order -1: no estimate computed
 
 
 def test_measured_error_matches_the_kernel_on_the_sampled_rows():
@@ -62,7 +63,8 @@ def test_measured_error_matches_the_kernel_on_the_sampled_rows():
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     policy = make_policy("pisa")
     inp = PolicyInput(q, k, v, Grid(1, 8, 8), 8, Budget(0.5), 16 ** -0.5)
-    errors, _ = measure(policy, inp, exact, [4], stride=1)
+    errors, _, estimate = measure(policy, inp, exact, [4], stride=1)
+    assert estimate > 0.0
     sel = policy.select(inp)
     out = block_sparse_attention(q, k, v, layout_from_mask(sel.mask, 8, 8), sel.correction, 16 ** -0.5,
                                  backend="torch")
