@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-from ..accel.quant import (Float16Config, Int8Config, QuantConfig, WeightOnlyConfig, collect_channel_stats,
-                           quantize_, weight_bytes_report)
+from ..accel.quant import (Float16Config, Int8Config, QuantConfig, W4A8Config, WeightOnlyConfig,
+                           collect_channel_stats, quantize_, weight_bytes_report)
 from ..reference.conditioning import UNCONDITIONAL, label_context
 from ..reference.digits import NUM_CLASSES
 from ..reference.sampling import sample_euler_cfg, simple_schedule
@@ -66,3 +66,5 @@ _register("lrq-w8a8", "int8 weights and activations in groups of 32 with LRQ-DiT
           Int8Config())
 _register("int8-convrot", "ComfyUI core's W8A8: int8 per-row weights, Hadamard-256 ConvRot, per-token int8 "
           "activations", Int8Config.convrot())
+_register("lrq-w4a8", "LRQ-DiT W4A8: twin-log 4-bit weights (groups of 64) and int8 activations per token and "
+          "group with the adaptive rotation (calibrated; int8 activations emulated in torch)", W4A8Config())

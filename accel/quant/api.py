@@ -13,8 +13,9 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .config import Float16Config, Int8Config, QuantConfig, WeightOnlyConfig
-from .linear import QUANTIZED_LINEARS, CodebookLinear, Int8Linear
+from ...kernels.quant import pack_codes
+from .config import Float16Config, Int8Config, QuantConfig, W4A8Config, WeightOnlyConfig
+from .linear import QUANTIZED_LINEARS, CodebookA8Linear, CodebookLinear, Int8Linear
 from .rotation import ChannelStats, choose_rotation, rotate_weight, smoothing_factors
 from .twin_log import quantize_weight
 
@@ -69,9 +70,23 @@ def _int8(linear: nn.Linear, config: Int8Config, stats: ChannelStats | None) -> 
     return Int8Linear(linear.in_features, linear.out_features, bias, qweight, scale, config.act_group, group, smooth)
 
 
+def _w4a8(linear: nn.Linear, config: W4A8Config, stats: ChannelStats | None) -> nn.Module:
+    weight = linear.weight.detach().float()
+    kind = config.rotation if config.rotation != "adaptive" else choose_rotation(stats, config.outlier_ratio)
+    smooth = smoothing_factors(stats.absmax, weight, config.smooth_alpha) if kind == "outlier_aware" else None
+    group = 0 if kind == "none" else config.rotation_group
+    if group:
+        weight = rotate_weight(weight, group, smooth)
+    codes, scales, codebook = quantize_weight(weight, config.bits, config.group_size, "twin_log", True)
+    return CodebookA8Linear(linear.in_features, linear.out_features, config.bits, config.group_size,
+                            None if linear.bias is None else linear.bias.detach().clone(),
+                            pack_codes(codes, config.bits), scales, codebook, rotation_group=group, smooth=smooth)
+
+
 LAYER_QUANTIZERS: dict[type, Callable[[nn.Linear, QuantConfig, ChannelStats | None], nn.Module]] = {
     WeightOnlyConfig: _weight_only,
     Int8Config: _int8,
+    W4A8Config: _w4a8,
 }
 
 

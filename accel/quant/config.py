@@ -91,8 +91,33 @@ class Int8Config:
         return self.rotation == "adaptive"
 
 
-QuantConfig = Float16Config | WeightOnlyConfig | Int8Config
-CONFIG_TYPES = {cls.__name__: cls for cls in (Float16Config, WeightOnlyConfig, Int8Config)}
+@dataclass(frozen=True)
+class W4A8Config:
+    """W4A8: twin-log codebook weights (`bits`, per-group scales) in a rotated basis, and int8 dynamic activations
+    per token and per `group_size` channels, with the rotation chosen per layer by ARS exactly as in Int8Config
+    (plain Hadamard, or smoothing + Hadamard when calibration shows salient outlier channels). The int8 activation
+    step is emulated in the torch path (quantize, dequantize, codebook GEMM); there is no fused W4A8 kernel yet.
+    """
+
+    bits: int = 4
+    group_size: int = 64
+    rotation: str = "adaptive"
+    rotation_group: int = 64
+    outlier_ratio: float = 6.0
+    smooth_alpha: float = 0.4
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        WeightOnlyConfig(bits=self.bits, group_size=self.group_size)  # same weight checks
+        Int8Config(rotation=self.rotation, rotation_group=self.rotation_group, act_group=0, weight_group=0)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.rotation == "adaptive"
+
+
+QuantConfig = Float16Config | WeightOnlyConfig | Int8Config | W4A8Config
+CONFIG_TYPES = {cls.__name__: cls for cls in (Float16Config, WeightOnlyConfig, Int8Config, W4A8Config)}
 
 
 def to_dict(config: QuantConfig) -> dict:

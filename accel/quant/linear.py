@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ...kernels.quant import codebook_linear, int8_linear, pack_codes, plane_widths
-from ...kernels.quant.reference import dequantize_codebook
+from ...kernels.quant.reference import dequantize_codebook, quantize_int8_groups
 from .rotation import block_rotation, rotate_activation
 
 
@@ -60,6 +60,37 @@ class CodebookLinear(nn.Module):
                 f"group_size={self.group_size}")
 
 
+class CodebookA8Linear(CodebookLinear):
+    """W4A8: codebook weights stored in the rotated basis; the input is rotated (R = diag(1/s) H per block) and
+    quantized to int8 per token and per weight group before the codebook GEMM."""
+
+    def __init__(self, *args, rotation_group: int, smooth: torch.Tensor | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rotation_group = rotation_group
+        self.register_buffer("smooth", None if smooth is None else smooth.float())
+        blocks = block_rotation(self.in_features, rotation_group, smooth) if rotation_group else None
+        self.register_buffer("rotation", blocks, persistent=False)  # rebuilt from (group, smooth), never stored
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rotation is not None:
+            x = rotate_activation(x, self.rotation)
+        q, scale = quantize_int8_groups(x.reshape(-1, self.in_features), self.group_size)
+        groups = scale.shape[1]
+        x8 = (q.float().view(-1, groups, self.group_size) * scale.unsqueeze(-1)).view(x.shape).to(x.dtype)
+        return super().forward(x8)
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        w = super().dequantized_weight(torch.float32)
+        if self.rotation is not None:
+            n, k = w.shape
+            g, size, _ = self.rotation.shape
+            w = (w.view(n, g, size).transpose(0, 1) @ self.rotation.transpose(1, 2)).transpose(0, 1).reshape(n, k)
+        return w.to(dtype)
+
+    def weight_bytes(self) -> int:
+        return super().weight_bytes() + (0 if self.smooth is None else self.smooth.numel() * 4)
+
+
 class Int8Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None, qweight: torch.Tensor,
                  weight_scale: torch.Tensor, act_group: int, rotation_group: int, smooth: torch.Tensor | None):
@@ -106,4 +137,4 @@ class Int8Linear(nn.Module):
                 f"act_group={self.act_group}")
 
 
-QUANTIZED_LINEARS = (CodebookLinear, Int8Linear)
+QUANTIZED_LINEARS = (CodebookLinear, Int8Linear)  # CodebookA8Linear is a CodebookLinear

@@ -22,7 +22,7 @@ from torch import nn
 from ...kernels.quant import plane_widths
 from .api import LAYER_QUANTIZERS, LayerFilter, Progress, default_filter
 from .config import FORMAT_VERSION, Int8Config, QuantConfig, WeightOnlyConfig, config_from_dict, to_dict
-from .linear import CodebookLinear, Int8Linear
+from .linear import CodebookA8Linear, CodebookLinear, Int8Linear
 
 HEADER_KEY = "dit_accel_quant"
 CORE_INT8 = "int8_tensorwise"
@@ -70,6 +70,9 @@ def layer_state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
         conf = {"format": CORE_INT8, "convrot": True, "convrot_groupsize": module.rotation_group}
         return {f"{prefix}weight": module.qweight, f"{prefix}weight_scale": module.weight_scale,
                 f"{prefix}comfy_quant": encode_layer_conf(conf)}
+    if isinstance(module, CodebookA8Linear):
+        raise ValueError(f"{prefix}: W4A8 (rotated weights, int8 activations) has no file format yet; save TLQ "
+                         "(WeightOnlyConfig) or core's W8A8 (Int8Config.convrot())")
     if isinstance(module, CodebookLinear):
         conf = {"format": codebook_format(module.bits), "bits": module.bits, "group_size": module.group_size}
         planes = module.planes

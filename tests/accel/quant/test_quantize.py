@@ -152,3 +152,30 @@ def test_config_roundtrip_and_newer_version_refused():
         config_from_dict({**to_dict(WeightOnlyConfig()), "version": 99})
     with pytest.raises(ValueError, match="power of 4"):
         Int8Config(rotation_group=128)
+
+
+def test_w4a8_keeps_the_layer_close_and_has_no_file_format():
+    """W4A8 = rotated TLQ weights + int8 activations: the layer's dequantized weight is the original one (the
+    rotation is undone exactly) up to 4-bit error, and its output stays close; saving it is refused, not misread."""
+    from dit_accel.accel.quant import CodebookA8Linear, W4A8Config
+    from dit_accel.accel.quant.serialize import layer_state
+    gen = torch.Generator().manual_seed(0)
+    linear = nn.Linear(128, 64)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(64, 128, generator=gen) * 0.05)
+    x = torch.randn(3, 7, 128, generator=gen)
+    x[..., 5] *= 40                                              # one salient outlier channel
+    stats = ChannelStats(x.reshape(-1, 128).abs().amax(0))
+    model = nn.Sequential()
+    model.add_module("blocks", nn.ModuleList([nn.ModuleDict({"ffn": linear})]))
+    quantize_(model, W4A8Config(), calibration={"blocks.0.ffn": stats})
+    q = model.blocks[0]["ffn"]
+    assert isinstance(q, CodebookA8Linear) and q.smooth is not None          # ARS chose the outlier-aware rotation
+    w = linear.weight.detach()
+    w_err = float((q.dequantized_weight() - w).norm() / w.norm())
+    assert w_err < 0.15
+    with torch.no_grad():
+        ref, out = linear(x), q(x)
+    assert float((out - ref).norm() / ref.norm()) < 0.2
+    with pytest.raises(ValueError, match="no file format"):
+        layer_state("blocks.0.ffn.", q)
