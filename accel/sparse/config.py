@@ -52,6 +52,10 @@ class SparseAttentionConfig:
             raise ValueError(f"dense_layers are block positions >= 0, got {self.dense_layers}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        sub_block = getattr(self.params, "sub_block", 0)
+        if sub_block and self.block_size % sub_block:
+            raise ValueError(f"the estimate's key groups (sub_block {sub_block}) must divide block_size "
+                             f"{self.block_size}: pick a power of two up to the block size")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
         if self.allocation == "calibrated" and (self.top_p is not None or self.warmup_steps < 1):

@@ -121,5 +121,22 @@ def test_estimate_cost_is_reported_beside_the_sparsity(tiny_wan):
     _, pisa, _ = _run(tiny_wan, SparseAttentionConfig(policy="pisa", sparsity=0.5, **TINY))
     _, dropped, _ = _run(tiny_wan, SparseAttentionConfig(policy="pisa", sparsity=0.5, params=PisaParams(order=-1),
                                                          **TINY))
+    _, sol, _ = _run(tiny_wan, SparseAttentionConfig(policy="sol-attn", **TINY))
     assert pisa.metrics["estimate_cost"] > 0.0 == dropped.metrics["estimate_cost"]
+    assert sol.metrics["estimate_cost"] > 0.0  # its pooled tail is an estimate too
     assert pisa.metrics["attention_sparsity"] == dropped.metrics["attention_sparsity"]
+
+
+def test_estimate_groups_must_divide_the_block():
+    from dit_accel.accel.sparse.policies.pisa import PisaParams
+    with pytest.raises(ValueError, match="must divide block_size"):
+        SparseAttentionConfig(policy="pisa", block_size=16, params=PisaParams(sub_block=6))
+
+
+def test_family_presets_are_valid_and_step_up_in_sparsity():
+    from dit_accel.accel.sparse.presets import FAMILY_PRESETS, LEVELS
+    for family, levels in FAMILY_PRESETS.items():
+        sparsities = [levels[level].sparsity for level in LEVELS]
+        assert sparsities == sorted(sparsities), family
+        for config in levels.values():
+            SparseAttentionConfig(**{f: getattr(config, f) for f in config.__dataclass_fields__})  # re-validates
