@@ -36,6 +36,7 @@ class StepContext:
     batch_size: int
     next_sigma: float = float("nan")  # the sigma this step moves to; nan when the schedule is unknown
     branch: str | None = None         # the BRANCH_KEY of an extra call of the step; None for the main pass
+    schedule: tuple[float, ...] = ()  # the whole sigma schedule (steps + 1 values, ending at the last sigma); () unknown
 
     @property
     def step_weight(self) -> float:
@@ -76,13 +77,14 @@ class StepContext:
         schedule = transformer_options.get("sample_sigmas")
         step, total = locate_step(sigma, schedule)
         next_sigma = float(schedule[step + 1]) if total else float("nan")
+        sigmas_all = tuple(float(s) for s in schedule.detach().float().cpu()) if total else ()
         streams = split_streams(transformer_options.get("cond_or_uncond"), transformer_options.get("uuids"),
                                 batch_size)
         branch = transformer_options.get(BRANCH_KEY) or None
         if branch is not None:
             streams = tuple(Stream(s.kind, f"{s.key}#{branch}", s.rows, s.key) for s in streams)
         return cls(step=step, total_steps=total, sigma=sigma, streams=streams, batch_size=batch_size,
-                   next_sigma=next_sigma, branch=branch)
+                   next_sigma=next_sigma, branch=branch, schedule=sigmas_all)
 
     @classmethod
     def single(cls, step: int, total_steps: int, sigma: float, batch_size: int, kind: str = "cond") -> "StepContext":

@@ -93,9 +93,12 @@ def main():
         variants[f"dit-accel block c{c} order {order}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
     for method, interval, threshold in (("taylorseer", 3, 0), ("taylorseer", 5, 0), ("taylorseer", 7, 0),
                                         ("spectrum", 3, 0), ("spectrum", 5, 0), ("spectrum", 7, 0),
-                                        ("cg-taylor", 5, 0.2), ("spectrum-cg", 7, 0.1)):
+                                        ("cg-taylor", 5, 0.2), ("cg-taylor", 10, 1.0),
+                                        ("spectrum-plan", 3, 0), ("spectrum-plan", 5, 0), ("spectrum-plan", 7, 0),
+                                        ("spectrum-plan", 10, 0)):
         settings = ForecastSettings(method, interval=interval, threshold=threshold)
-        name = f"dit-accel {method} " + (f"thr {threshold:g}" if threshold else f"every <={interval}")
+        name = f"dit-accel {method} " + (f"thr {threshold:g} every <={interval}" if threshold else
+                                          f"every <={interval}")
         variants[name] = lambda settings=settings: apply_patch(base, settings.patch())
 
     if args.only:

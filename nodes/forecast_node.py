@@ -27,45 +27,49 @@ class DiTForecast(io.ComfyNode):
             display_name="DiT Forecast",
             category="dit-accel",
             description="Runs the model on a few steps only and forecasts its output on the others (TaylorSeer, "
-                        "Spectrum, CG-Taylor, or ours: spectral fit + agreement gate). Logs model calls computed, "
+                        "Spectrum, CG-Taylor, or ours: spectral fit with computes planned over the sigma schedule). Logs model calls computed, "
                         "the speedup and the memory the forecaster held after each run, and says so when a schedule "
                         "is too short to forecast (few-step distilled models). Use it instead of DiT Block Cache, "
                         "not with it.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to accelerate (any supported DiT family)."),
                 io.Combo.Input("method", options=list(METHODS), default=_DEFAULT.method,
-                               tooltip="taylorseer: Taylor forecast from the last computed steps (best measured). "
+                               tooltip="taylorseer: Taylor forecast from the last computed steps. "
                                        "spectrum: Chebyshev fit over all computed steps, blended with the Taylor "
                                        "term. cg-taylor: the first block runs every step and its forecast error "
-                                       "decides (costs a block per step). spectrum-cg: spectral fit, computes "
-                                       "when two forecasters disagree (no probe cost)."),
+                                       "decides (costs a block per step). spectrum-plan (best measured): "
+                                       "Spectrum's fit, with the same number of computes placed where a forecast "
+                                       "error model over the sampler's sigmas says they matter most."),
                 io.Combo.Input("speed", options=[*SPEEDS, CUSTOM], default="balanced",
                                tooltip="quality: compute at least every 3rd step (~2.9x on 20 steps). balanced: "
                                        "every 5th (4x). fast: every 7th (5x). custom: use `interval` below."),
                 io.Int.Input("interval", default=_DEFAULT.interval, min=1, max=20, **ADVANCED,
                              tooltip="custom only: the longest stretch of steps between two computes; the computes "
-                                     "are spread evenly. 1 computes every step (exact output)."),
+                                     "are spread evenly (spectrum-plan: as many computes, placed by its plan). 1 "
+                                     "computes every step (exact output)."),
                 io.Float.Input("threshold", default=_DEFAULT.threshold, min=0.0, max=10.0, step=0.005, **ADVANCED,
-                               tooltip="cg-taylor and spectrum-cg: how much forecast error (or disagreement) is "
-                                       "accepted before the model runs again. 0 computes every step."),
+                               tooltip="cg-taylor: how much first-block forecast error is accepted before the rest "
+                                       "of the model runs again. 0 computes every step."),
                 io.Int.Input("order", default=_DEFAULT.order, min=0, max=3, **ADVANCED,
                              tooltip="Taylor order: 0 reuses the last output, 1 (best measured) extrapolates "
                                      "linearly, 2-3 use more history."),
                 io.Int.Input("degree", default=_DEFAULT.degree, min=0, max=8, **ADVANCED,
-                             tooltip="spectrum / spectrum-cg: degree of the Chebyshev fit over the computed steps."),
+                             tooltip="spectrum / spectrum-plan: degree of the Chebyshev fit over the computed steps."),
                 io.Combo.Input("granularity", options=["model", "stack", "block"], default=_DEFAULT.granularity,
                                **ADVANCED,
                                tooltip="What is forecast: the model output (skips everything, least memory), the "
                                        "block stack's residual, or each block's residual (most memory). "
-                                       "cg-taylor always forecasts the stack."),
+                                       "cg-taylor always forecasts the stack; spectrum-plan plans its computes "
+                                       "only for the model output (stack / block: spread evenly)."),
                 io.Float.Input("start_percent", default=_DEFAULT.start_percent, min=0.0, max=1.0, step=0.01,
                                **ADVANCED, tooltip="No forecasting before this fraction of the schedule."),
                 io.Float.Input("end_percent", default=_DEFAULT.end_percent, min=0.0, max=1.0, step=0.01,
                                **ADVANCED, tooltip="No forecasting after this fraction of the schedule."),
                 io.Int.Input("warmup_steps", default=_DEFAULT.warmup_steps, min=0, max=100, **ADVANCED,
                              tooltip="First steps always computed."),
-                io.Int.Input("final_steps", default=_DEFAULT.final_steps, min=0, max=100, **ADVANCED,
-                             tooltip="Last steps always computed (the final step moves the image the most)."),
+                io.Int.Input("final_steps", default=-1, min=-1, max=100, **ADVANCED,
+                             tooltip="Last steps always computed. -1: the method's default (1; 0 for "
+                                     "spectrum-plan, whose plan decides whether the final step runs)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with forecasting attached.")],
         )
@@ -77,7 +81,7 @@ class DiTForecast(io.ComfyNode):
         settings = ForecastSettings(method=method, interval=interval if speed == CUSTOM else SPEEDS[speed],
                                     threshold=threshold, order=order, degree=degree, granularity=granularity,
                                     start_percent=start_percent, end_percent=end_percent,
-                                    warmup_steps=warmup_steps, final_steps=final_steps)
+                                    warmup_steps=warmup_steps, final_steps=None if final_steps < 0 else final_steps)
         adapter = adapter_for(model.get_model_object("diffusion_model"))
         if settings.granularity == "model" and not adapter.has_model_wrapper:
             log.warning("dit-accel: %s models have no whole-model hook in ComfyUI; DiT Forecast forecasts the block "

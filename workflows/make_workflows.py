@@ -189,7 +189,7 @@ def reference_with_forecast(method: str):
     def build() -> dict:
         g = Graph()
         model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
-        forecast = g.node("DiTAccelForecast", [method, "balanced", 5, 0.05, 1, 3, "model", 0.0, 1.0, 1, 1],
+        forecast = g.node("DiTAccelForecast", [method, "balanced", 5, 0.05, 1, 3, "model", 0.0, 1.0, 1, -1],
                           [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300), f"DiT Forecast ({method})")
         inputs = _digit_inputs(g)
         _sample_and_preview(g, model, inputs, 400, 0, "full compute")
@@ -205,7 +205,7 @@ WORKFLOWS = {"reference_digits_with_and_without_acceleration.json": reference_wi
              "quantized_file_core_loader_lora.json": quantized_file_with_core_loader_and_lora,
              "wan_t2v_sparse_attention.json": wan_t2v_with_sparse_attention,
              **{f"reference_digits_forecast_{m.replace('-', '_')}.json": reference_with_forecast(m)
-                for m in ("taylorseer", "spectrum", "cg-taylor", "spectrum-cg")}}
+                for m in ("taylorseer", "spectrum", "cg-taylor", "spectrum-plan")}}
 
 if __name__ == "__main__":
     for name, build in WORKFLOWS.items():

@@ -6,9 +6,10 @@
                the ComfyUI ports of Spectrum do
   cg-taylor    CG-Taylor: the first block runs every step; its own forecast error decides whether the rest of the
                block stack is forecast (Taylor, on the stack's residual) or computed
-  spectrum-cg  ours: Spectrum's fit decides what to emit, a confidence gate decides when to compute; the confidence is
-               the agreement of two forecasters (spectral and Taylor) of the output, which costs no model work, so
-               unlike CG-Taylor's first-block probe it does not eat the speedup on models with few blocks
+  spectrum-plan  ours: Spectrum's fit decides what to emit; when to compute is planned over the sampler's own sigma
+               schedule by a forecast-error model (`plan.py`), with the same number of computes as the even
+               schedule. Unlike CG-Taylor's first-block probe it costs no model work, which on models with few
+               blocks eats the speedup (and a forecaster-agreement gate measured worse than the even schedule)
 
 Measured on the reference model (20 steps, CFG 4): see the README's forecasting table.
 """
@@ -26,7 +27,7 @@ TAYLOR = ForecastConfig("taylor", order=1)
 # model (pure spectral fits: 24-29 dB at 4x; the Taylor term alone 32.3 dB).
 SPECTRAL = ForecastConfig("spectral_taylor", order=1, degree=3, ridge=0.03, window=10, blend=0.7)
 
-METHODS = ("taylorseer", "spectrum", "cg-taylor", "spectrum-cg")
+METHODS = ("taylorseer", "spectrum", "cg-taylor", "spectrum-plan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,13 +36,13 @@ class ForecastSettings:
 
     method: str = "taylorseer"
     interval: int = 5             # longest stretch between computes
-    threshold: float = 0.05       # cg-taylor / spectrum-cg: confidence threshold
+    threshold: float = 0.05       # cg-taylor: confidence threshold
     order: int = 1                # Taylor order
     degree: int = 3               # Chebyshev degree
     start_percent: float = 0.0
     end_percent: float = 1.0
     warmup_steps: int = 1
-    final_steps: int = 1
+    final_steps: int | None = None  # None: the method's default (1; 0 for spectrum-plan, whose plan decides)
     granularity: str = "model"    # model (output), stack or block (taylorseer / spectrum)
 
     def __post_init__(self):
@@ -50,6 +51,12 @@ class ForecastSettings:
         if self.granularity not in ("model", "stack", "block"):
             raise ValueError(f"granularity must be model, stack or block, got {self.granularity!r}")
 
+    @property
+    def forced_final_steps(self) -> int:
+        if self.final_steps is not None:
+            return self.final_steps
+        return 0 if self.method == "spectrum-plan" else 1
+
     def forecast(self) -> ForecastConfig:
         if self.method in ("taylorseer", "cg-taylor"):
             return dataclasses.replace(TAYLOR, order=self.order)
@@ -57,7 +64,7 @@ class ForecastSettings:
 
     def patch(self) -> DiTPatch:
         window = dict(start_percent=self.start_percent, end_percent=self.end_percent,
-                      warmup_steps=self.warmup_steps, final_steps=self.final_steps)
+                      warmup_steps=self.warmup_steps, final_steps=self.forced_final_steps)
         if self.method == "cg-taylor":
             return BlockCachePatch(BlockCacheConfig(gate="cg", granularity="stack", threshold=self.threshold,
                                                     max_consecutive=max(0, self.interval - 1),
@@ -68,6 +75,6 @@ class ForecastSettings:
                                                     granularity=self.granularity, max_consecutive=self.interval,
                                                     forecast=self.forecast(), forecast_time="step", **window),
                                    name="forecast")
-        gate = "agreement" if self.method == "spectrum-cg" else "interval"
-        return OutputForecastPatch(OutputForecastConfig(self.forecast(), interval=self.interval, gate=gate,
-                                                        threshold=self.threshold, **window), label=self.method)
+        gate = "planned" if self.method == "spectrum-plan" else "interval"
+        return OutputForecastPatch(OutputForecastConfig(self.forecast(), interval=self.interval, gate=gate, **window),
+                                   label=self.method)

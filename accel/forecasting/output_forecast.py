@@ -5,8 +5,8 @@ hidden states), and a skipped step costs nothing. On the reference model a first
 on the scheduler's step axis is also the most accurate (32.3 dB at 4x, against 30.5 dB forecasting the block stack's
 residual and 25.5 dB reusing it).
 
-Decisions are per model call (every stream of a call computes, or none), on a fixed budget (`schedule.py`) or under
-the agreement gate (`gates.py` here): compute when the Taylor and spectral forecasts of the output disagree.
+Decisions are per model call (every stream of a call computes, or none), on a fixed budget: spread evenly
+("interval", as TaylorSeer and Spectrum do) or placed by the forecast-error model of `plan.py` ("planned", ours).
 """
 from __future__ import annotations
 
@@ -14,26 +14,27 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..caching.gates import ScheduleWindow, planned_computes, relative_change, to_host
+from ..caching.gates import ScheduleWindow, planned_computes
 from ..context import StepContext
 from ..patch import DiTPatch, ModelCall, RunModel
 from ..state import RunState, StreamState
+from .plan import compute_budget, error_weighted_plan
 from .predictors import ForecastConfig, Predictor, predictor_nbytes
 
-GATES = ("interval", "agreement")
+GATES = ("interval", "planned")
 
 
 @dataclass(frozen=True)
 class OutputForecastConfig:
     """interval: at most this many steps between computes (1 computes every step: the unpatched model).
-    gate: "interval" (a fixed, evenly spread budget) or "agreement" (compute once the Taylor and spectral forecasts
-    of the output disagree by more than `threshold`, accumulated since the last compute; `interval` stays the
-    longest stretch forecast)."""
+    gate: "interval" (computes spread evenly, no gap above `interval`) or "planned" (as many computes as the even
+    schedule with the final step, placed where the forecast error model of `plan.py` says they matter most;
+    `weight_power` is that model's knob)."""
 
     forecast: ForecastConfig = ForecastConfig("taylor", order=1)
     interval: int = 5
     gate: str = "interval"
-    threshold: float = 0.05
+    weight_power: float = 0.5
     start_percent: float = 0.0
     end_percent: float = 1.0
     warmup_steps: int = 1
@@ -45,8 +46,8 @@ class OutputForecastConfig:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
         if self.interval < 1:
             raise ValueError(f"interval must be >= 1 (1 computes every step), got {self.interval}")
-        if self.threshold < 0:
-            raise ValueError(f"threshold must be >= 0 (0 computes every step), got {self.threshold}")
+        if self.weight_power < 0:
+            raise ValueError(f"weight_power must be >= 0 (0 ignores the sigma drops), got {self.weight_power}")
         if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
             raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got start {self.start_percent}, "
                              f"end {self.end_percent}: set start_percent below end_percent")
@@ -59,15 +60,12 @@ class OutputForecastConfig:
 
     @property
     def off(self) -> bool:
-        return self.interval == 1 or (self.gate == "agreement" and self.threshold == 0)
+        return self.interval == 1
 
 
 @dataclass
 class OutputStream(StreamState):
     predictor: Predictor | None = None
-    check: Predictor | None = None           # agreement gate: the second forecaster
-    disagreement: float = 0.0                # accumulated since the last compute
-    since_compute: int = 0
 
     def reset(self) -> None:
         self.__init__()
@@ -107,10 +105,8 @@ class OutputForecastPatch(DiTPatch):
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
         time = schedule_time(ctx)
-        if not self._compute(run, ctx, states, time):
+        if not self._compute(run, ctx, states):
             parts = [state.predictor.predict(time) for _, state in states]
-            for _, state in states:
-                state.since_compute += 1
             return torch.cat(parts) if len(parts) > 1 else parts[0]
         out = run_model()
         stats.computed += 1
@@ -121,40 +117,35 @@ class OutputForecastPatch(DiTPatch):
                 computed_rows = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
             if state.predictor is None:
                 state.predictor = cfg.forecast.build()
-                if cfg.gate == "agreement":
-                    state.check = _agreement_partner(cfg.forecast).build()
-            # The forecasters keep what the model returned: their memory lives on its device, in its dtype.
+            # The forecaster keeps what the model returned: its memory lives on the model's device, in its dtype.
             state.predictor.update(computed_rows, value, time)
-            if state.check is not None:
-                state.check.update(computed_rows, value, time)
-            state.disagreement, state.since_compute = 0.0, 0
         return out
 
-    def _compute(self, run, ctx: StepContext, states, time: float) -> bool:
+    def _compute(self, run, ctx: StepContext, states) -> bool:
         cfg = self.config
-        if cfg.off or ctx.total_steps < max(1, cfg.min_steps) or any(st.predictor is None or st.predictor.empty for _, st in states):
+        if cfg.off or ctx.total_steps < max(1, cfg.min_steps) or \
+                any(st.predictor is None or st.predictor.empty for _, st in states):
             return True
         decisions = self._stats(run).decisions
         if ctx.step in decisions:  # a later call of the same step (cond and uncond run apart): same decision
             return decisions[ctx.step]
-        if cfg.gate == "interval":
-            compute = ctx.step in planned_computes(ctx.total_steps, cfg.interval, cfg.window)
-        else:
-            compute = not cfg.window.allows_reuse(ctx) or \
-                any(st.since_compute + 1 >= cfg.interval for _, st in states)
-            if not compute:
-                # The one host sync of the step: how far the two forecasts of each stream drifted apart.
-                change = torch.stack([relative_change(st.predictor.predict(time), st.check.predict(time)).max()
-                                      for _, st in states])
-                for (_, st), c in zip(states, to_host(change * ctx.step_weight)):
-                    st.disagreement += c
-                compute = any(st.disagreement > cfg.threshold for _, st in states)
-        decisions[ctx.step] = compute
+        decisions[ctx.step] = compute = ctx.step in self.plan(ctx)
         return compute
 
+    def plan(self, ctx: StepContext) -> frozenset[int]:
+        """The steps that run the model. Without the sampler's sigmas (a custom sampler) the planned gate cannot
+        weigh steps and spreads its computes evenly."""
+        cfg = self.config
+        if cfg.gate == "interval" or len(ctx.schedule) != ctx.total_steps + 1:
+            return planned_computes(ctx.total_steps, cfg.interval, cfg.window)
+        forced = frozenset(s for s in range(ctx.total_steps)
+                           if not cfg.window.allows_reuse(StepContext.single(s, ctx.total_steps, float("nan"), 1)))
+        return error_weighted_plan(ctx.schedule, compute_budget(ctx.total_steps, cfg.interval), forced,
+                                   weight_power=cfg.weight_power)
+
     def forecast_bytes(self, run: RunState) -> int:
-        return sum(predictor_nbytes(p) for state in run.states_of(self.name)
-                   for p in (state.predictor, state.check) if p is not None)
+        return sum(predictor_nbytes(state.predictor) for state in run.states_of(self.name)
+                   if state.predictor is not None)
 
     def on_run_end(self, run: RunState) -> str | None:
         stats = self._stats(run)
@@ -164,7 +155,7 @@ class OutputForecastPatch(DiTPatch):
         held = self.forecast_bytes(run)
         speedup = stats.calls / max(1, stats.computed)
         rule = f"at most {cfg.interval} steps apart" if cfg.gate == "interval" else \
-            f"agreement threshold {cfg.threshold:g}, at most {cfg.interval} steps apart"
+            f"planned by forecast error, as many as every {cfg.interval} steps"
         line = (f"{self.label} ({cfg.forecast.describe()} of the model output, computes {rule}): ran "
                 f"{stats.computed}/{stats.calls} model calls, {speedup:.2f}x compute speedup; forecaster held "
                 f"{held / 2**20:.2f} MiB ({held} bytes) on the model's device")
@@ -180,9 +171,3 @@ class OutputForecastPatch(DiTPatch):
                 line += ". Nothing was skipped: raise the interval or widen start/end percent."
         return line
 
-
-def _agreement_partner(forecast: ForecastConfig) -> ForecastConfig:
-    """The second opinion the agreement gate compares with: Taylor for a spectral fit, and the reverse."""
-    if forecast.method == "taylor":
-        return ForecastConfig("spectral", degree=forecast.degree, ridge=forecast.ridge, window=forecast.window)
-    return ForecastConfig("taylor", order=max(1, forecast.order))

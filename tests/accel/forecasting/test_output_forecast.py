@@ -107,11 +107,27 @@ def test_short_schedules_are_not_forecast_and_say_so(tiny_wan):
     assert "too short to forecast" in summary[0]
 
 
-@pytest.mark.parametrize("method", ["cg-taylor", "spectrum-cg"])
-def test_gated_methods_skip_something_at_a_loose_threshold(tiny_wan, method):
-    out, summary, run = _sample(tiny_wan, [ForecastSettings(method, interval=4, threshold=10.0).patch()], steps=20)
+def test_cg_taylor_skips_something_at_a_loose_threshold(tiny_wan):
+    out, summary, run = _sample(tiny_wan, [ForecastSettings("cg-taylor", interval=4, threshold=10.0).patch()],
+                                steps=20)
     assert run.ledger.blocks_run < run.ledger.blocks_total
     assert torch.isfinite(out).all()
+
+
+def test_planned_gate_runs_the_plan_at_the_even_schedules_budget(tiny_wan):
+    from dit_accel.accel.caching.gates import ScheduleWindow, planned_computes
+    from dit_accel.accel.forecasting.plan import error_weighted_plan
+    steps, interval = 20, 5
+    even = planned_computes(steps, interval, ScheduleWindow())
+    patch, computed = ForecastSettings("spectrum-plan", interval=interval).patch(), []
+    around = patch.around_model
+    patch.around_model = lambda run, ctx, call, run_model: around(
+        run, ctx, call, lambda: (computed.append(ctx.step), run_model())[1])
+    _, summary, _ = _sample(tiny_wan, [patch], steps=steps)
+    plan = sorted(error_weighted_plan(tuple(simple_schedule(steps).tolist()), len(even)))
+    assert computed == plan
+    assert f"ran {len(even)}/{steps} model calls" in summary[0]
+    assert plan != sorted(even)  # the plan moves computes: otherwise this test would not tell the gates apart
 
 
 def test_block_cache_and_forecast_cannot_both_skip(tiny_wan):
@@ -126,7 +142,7 @@ def test_bad_settings_raise(bad):
         ForecastSettings(**bad)
 
 
-@pytest.mark.parametrize("bad", [dict(interval=0), dict(threshold=-1.0), dict(gate="often"),
+@pytest.mark.parametrize("bad", [dict(interval=0), dict(weight_power=-1.0), dict(gate="often"),
                                  dict(start_percent=0.8, end_percent=0.2)])
 def test_bad_output_forecast_settings_raise(bad):
     with pytest.raises(ValueError):
