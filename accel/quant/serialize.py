@@ -195,5 +195,6 @@ def load_quantized_(model: nn.Module, state: dict[str, torch.Tensor], metadata: 
     return model
 
 
-__all__ = ["HEADER_KEY", "header", "fp8_state_dict", "read_header", "quantize_state_dict", "load_quantized_", "layer_state",
-           "decode_layer_conf", "encode_layer_conf", "WeightOnlyConfig", "Int8Config"]
+__all__ = ["HEADER_KEY", "CODEBOOK_FORMATS", "codebook_format", "header", "fp8_state_dict", "read_header",
+           "quantize_state_dict", "load_quantized_", "layer_state", "decode_layer_conf", "encode_layer_conf",
+           "WeightOnlyConfig", "Int8Config"]

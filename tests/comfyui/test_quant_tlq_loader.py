@@ -78,7 +78,7 @@ def test_loaded_tlq_layer_equals_the_pure_torch_layer(reference_patcher, tmp_pat
     assert torch.equal(layer(x), ours(x))
 
 
-def test_tlq_node_file_beats_nothing_but_stays_close(reference_patcher, tmp_path):
+def test_tlq_node_output_is_quantized_but_close(reference_patcher, tmp_path):
     quantized = _saved(reference_patcher, tmp_path, "tlq-w4")
     ref, out = _sample(reference_patcher), _sample(quantized)
     assert not torch.equal(ref, out)
@@ -100,7 +100,10 @@ def test_lora_loader_on_a_loaded_tlq_file(reference_patcher, node_registry, tmp_
     (tmp_path / "loras").mkdir()
     save_file(lora, str(tmp_path / "loras" / "test_lora.safetensors"))
     folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"))
-    with_lora = lambda m: nodes.LoraLoaderModelOnly().load_lora_model_only(m, "test_lora.safetensors", 1.0)[0]  # noqa: E731
+
+    def with_lora(model):
+        return nodes.LoraLoaderModelOnly().load_lora_model_only(model, "test_lora.safetensors", 1.0)[0]
+
     ref, ref_lora = _sample(reference_patcher), _sample(with_lora(reference_patcher))
     q, q_lora = _sample(loaded), _sample(with_lora(loaded))
     effect = _rel(ref_lora, ref)
