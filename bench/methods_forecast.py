@@ -31,3 +31,6 @@ _register("taylorseer-stack", ForecastSettings("taylorseer", interval=5, granula
           "TaylorSeer on the block stack's residual, 4x (blocks only: embedder and head still run)")
 _register("taylorseer-block", ForecastSettings("taylorseer", interval=5, granularity="block"),
           "TaylorSeer on each block's residual, 4x (blocks only)")
+_register("reuse", ForecastSettings("taylorseer", interval=5, order=0),
+          "plain reuse of the last computed model output (order 0), 4x: the baseline every forecaster must beat")
+_register("reuse-6x", ForecastSettings("taylorseer", interval=10, order=0), "plain output reuse, 6.7x")

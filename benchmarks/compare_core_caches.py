@@ -91,11 +91,8 @@ def main():
     for c, order in ((2, 0), (3, 0), (4, 0)):
         cfg = BlockCacheConfig(gate="block", threshold=1.0, max_consecutive=c, forecast_order=order)
         variants[f"dit-accel block c{c} order {order}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
-    for method, interval, threshold in (("taylorseer", 3, 0), ("taylorseer", 5, 0), ("taylorseer", 7, 0),
-                                        ("spectrum", 3, 0), ("spectrum", 5, 0), ("spectrum", 7, 0),
-                                        ("cg-taylor", 5, 0.2), ("cg-taylor", 10, 1.0),
-                                        ("spectrum-plan", 3, 0), ("spectrum-plan", 5, 0), ("spectrum-plan", 7, 0),
-                                        ("spectrum-plan", 10, 0)):
+    forecasts = [(m, interval, 0) for m in ("taylorseer", "spectrum", "spectrum-plan") for interval in (3, 5, 7, 10)]
+    for method, interval, threshold in (*forecasts, ("cg-taylor", 5, 0.2), ("cg-taylor", 10, 1.0)):
         settings = ForecastSettings(method, interval=interval, threshold=threshold)
         name = f"dit-accel {method} " + (f"thr {threshold:g} every <={interval}" if threshold else
                                           f"every <={interval}")
@@ -129,14 +126,19 @@ def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    families = {"EasyCache": [], "LazyCache": [], "dit-accel presets": [], "dit-accel, no forecast": []}
+    families: dict[str, list] = {}
     for r in rows:
         name = r["method"]
-        key = ("EasyCache" if name.startswith("EasyCache") else "LazyCache" if name.startswith("LazyCache")
-               else "dit-accel, no forecast" if "order 0" in name else "dit-accel presets" if "block" not in name
-               else None)
+        if name.startswith(("EasyCache", "LazyCache")):
+            key = name.split()[0]
+        elif name.startswith("dit-accel block"):
+            key = "dit-accel, no forecast" if "order 0" in name else None
+        elif name.split()[1] in ("quality", "balanced", "fast"):
+            key = "DiT Block Cache presets"
+        else:
+            key = f"DiT Forecast {name.split()[1]}"  # taylorseer, spectrum, spectrum-plan, cg-taylor
         if key:
-            families[key].append((r["speedup_compute"], min(r["psnr_db"], 60.0)))
+            families.setdefault(key, []).append((r["speedup_compute"], min(r["psnr_db"], 60.0)))
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, points in families.items():
         points = sorted(p for p in points if p[0] > 1.01)
