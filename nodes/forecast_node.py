@@ -37,7 +37,7 @@ class DiTForecast(io.ComfyNode):
                                tooltip="taylorseer: Taylor forecast from the last computed steps. "
                                        "spectrum: Chebyshev fit over all computed steps, blended with the Taylor "
                                        "term. cg-taylor: the first block runs every step and its forecast error "
-                                       "decides (costs a block per step). spectrum-plan (best measured): "
+                                       "decides (costs a block per step). spectrum-plan (best measured at 20 steps): "
                                        "Spectrum's fit, with the same number of computes placed where a forecast "
                                        "error model over the sampler's sigmas says they matter most."),
                 io.Combo.Input("speed", options=[*SPEEDS, CUSTOM], default="balanced",
