@@ -79,6 +79,7 @@ def _bytes(state: dict) -> int:
 
 def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64):
     """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in `scheme`'s format."""
+    import comfy.model_management
     import comfy.quant_ops
     import comfy.sd
     if scheme not in SCHEMES:
@@ -87,6 +88,9 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64):
     if spec.needs_pack and not quant_layout.install():
         raise RuntimeError(f"{scheme} needs comfy-kitchen's quantized tensors and a ComfyUI 0.8-0.33 loader (see the "
                            "warning above); use w8a8-convrot")
+    # The module is shared by every clone of this MODEL and may still hold another clone's patched weights (a LoRA
+    # sampled last): load this patcher first, with its own patches applied, as ComfyUI's own model savers do.
+    comfy.model_management.load_models_gpu([model], force_patch_weights=True, force_full_load=True)
     diffusion_model = model.get_model_object("diffusion_model")
     state = diffusion_model.state_dict()
     if any(k.endswith(".comfy_quant") for k in state) or any(isinstance(v, comfy.quant_ops.QuantizedTensor)
