@@ -148,7 +148,7 @@ def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
     ax.set_ylabel("PSNR vs full compute (dB)")
     ax.set_title(f"reference model, ComfyUI {meta['comfyui']}, {meta['steps']} steps, CFG {meta['cfg']:g}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper right")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
