@@ -2,23 +2,14 @@
 saved, our layout's GEMM in the forward, LoRA through LoraLoaderModelOnly, and no 16-bit weights made while loading."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from safetensors.torch import save_file
+from test_quant_nodes import _rel
+from test_quant_nodes import _sample as _sample_steps
 
-from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
-
-
-def _sample(model, seed=3, steps=3, digits=(3, 7)):
-    import nodes
-    positive = [[label_context(list(digits)), {}]]
-    negative = [[label_context([UNCONDITIONAL] * len(digits)), {}]]
-    latent = {"samples": torch.zeros(len(digits), 16, 1, 32, 32)}
-    return nodes.common_ksampler(model, seed, steps, 4.0, "euler", "simple", positive, negative,
-                                 latent)[0]["samples"]
-
-
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
+_sample = functools.partial(_sample_steps, steps=3)
 
 
 def _unet_loader(folder, name):
