@@ -33,13 +33,15 @@ class DiTForecast(io.ComfyNode):
                         "not with it.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to accelerate (any supported DiT family)."),
-                io.Combo.Input("method", options=list(METHODS), default=_DEFAULT.method,
-                               tooltip="taylorseer: Taylor forecast from the last computed steps. "
-                                       "spectrum: Chebyshev fit over all computed steps, blended with the Taylor "
-                                       "term. cg-taylor: the first block runs every step and its forecast error "
-                                       "decides (costs a block per step). spectrum-plan (best measured at 20 steps): "
-                                       "Spectrum's fit, with the same number of computes placed where a forecast "
-                                       "error model over the sampler's sigmas says they matter most."),
+                # spectrum: above TaylorSeer at every speed measured (2.5x-6.7x); spectrum-plan wins from 4x on a
+                # 20-step schedule but lost at 2.5x and on 30 steps, so it is not the default (README, forecasting).
+                io.Combo.Input("method", options=list(METHODS), default="spectrum",
+                               tooltip="spectrum (default): Chebyshev fit over the computed steps, blended with the "
+                                       "Taylor term. taylorseer: Taylor forecast from the last computed steps. "
+                                       "cg-taylor: the first block runs every step and its forecast error decides "
+                                       "(costs a block per step). spectrum-plan: Spectrum's fit with the same number "
+                                       "of computes placed where a forecast-error model over the sampler's sigmas "
+                                       "says they matter most (best measured at 4x and up on 20 steps)."),
                 io.Combo.Input("speed", options=[*SPEEDS, CUSTOM], default="balanced",
                                tooltip="quality: compute at least every 3rd step (~2.9x on 20 steps). balanced: "
                                        "every 5th (4x). fast: every 7th (5x). custom: use `interval` below."),
