@@ -27,7 +27,8 @@ class WeightOnlyConfig:
     codebook "twin_log" is LRQ-DiT's Twin-Log Quantization (arXiv 2508.03485): the levels follow two logarithmic
     grids of different bases that meet inside the dense middle of the Gaussian-like, long-tailed weight
     distribution, fitted per layer; "uniform" is plain round-to-nearest on an evenly spaced grid, the baseline.
-    clip_search picks each group's scale from a few clipping ratios by reconstruction error (both codebooks).
+    clip_search picks each group's scale from a few clipping ratios by reconstruction error (both codebooks), then
+    refines it by least squares (a few Lloyd steps, kept only where the group's error falls).
     """
 
     bits: int = 4

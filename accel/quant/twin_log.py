@@ -107,7 +107,27 @@ def quantize_groups(weight: torch.Tensor, codebook: torch.Tensor, group_size: in
             best_err = torch.where(better, err, best_err)
             best_codes = torch.where(better.unsqueeze(-1), codes, best_codes)
             best_scale = torch.where(better, scale, best_scale)
+    if clip_search:
+        best_codes, best_scale = _refine_scales(wg, codebook, best_codes, best_scale, best_err)
     return best_codes.reshape(weight.shape), best_scale.half()
+
+
+def _refine_scales(wg: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor,
+                   err: torch.Tensor, rounds: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alternate the least-squares scale for the chosen codes and the nearest codes for that scale (Lloyd steps on
+    the scale), keeping a group's new pair only where its error falls: never worse than the clip search."""
+    for _ in range(rounds):
+        levels = codebook[codes]
+        scale_ls = ((wg * levels).sum(-1) / levels.square().sum(-1).clamp(min=1e-12)).half().float().clamp(min=6e-8)
+        new_codes = nearest_codes(wg / scale_ls.unsqueeze(-1), codebook)
+        new_err = (codebook[new_codes] * scale_ls.unsqueeze(-1) - wg).square().sum(-1)
+        better = new_err < err
+        if not bool(better.any()):
+            break
+        err = torch.where(better, new_err, err)
+        codes = torch.where(better.unsqueeze(-1), new_codes, codes)
+        scale = torch.where(better, scale_ls, scale)
+    return codes, scale
 
 
 def make_codebook(weight: torch.Tensor, bits: int, group_size: int, kind: str) -> torch.Tensor:

@@ -179,3 +179,17 @@ def test_w4a8_keeps_the_layer_close_and_has_no_file_format():
     assert float((out - ref).norm() / ref.norm()) < 0.2
     with pytest.raises(ValueError, match="no file format"):
         layer_state("blocks.0.ffn.", q)
+
+
+def test_least_squares_scale_refinement_never_raises_a_groups_error():
+    from dit_accel.accel.quant import twin_log
+    torch.manual_seed(0)
+    weight = torch.randn(16, 128) * torch.linspace(0.2, 3.0, 128)   # uneven columns: absmax scales are not optimal
+    codebook = twin_log.fit_twin_log(weight / weight.abs().max(), 4)
+    wg = twin_log.group_view(weight, 64)
+    scale = wg.abs().amax(-1).half().float()
+    codes = twin_log.nearest_codes(wg / scale.unsqueeze(-1), codebook)
+    err = (codebook[codes] * scale.unsqueeze(-1) - wg).square().sum(-1)
+    new_codes, new_scale = twin_log._refine_scales(wg, codebook, codes, scale, err)
+    new_err = (codebook[new_codes] * new_scale.unsqueeze(-1) - wg).square().sum(-1)
+    assert (new_err <= err).all() and new_err.sum() < err.sum()
