@@ -19,7 +19,7 @@ from .bench.runner import FULL, BenchSettings, compare
 
 # One method per capability, each at its default setting (`--methods` picks others; `python -m dit_accel.bench
 # --list` lists them all).
-DEMO_METHODS = ("blockcache", "taylorseer", "spectrum", "pisa", "softpag", "lrq-w4", "lrq-w8a8")
+DEMO_METHODS = ("blockcache", "spectrum", "spectrum-plan", "pisa", "softpag", "lrq-w4", "lrq-w8a8")
 
 
 def main(argv: list[str] | None = None) -> int:
