@@ -86,9 +86,8 @@ def test_save_refuses_a_model_that_was_not_quantized(reference_patcher, tmp_path
         save_quantized(reference_patcher, str(tmp_path / "x.safetensors"))
 
 
-def test_lora_after_quantization_takes_effect_and_matches_16bit_lora(quantized, reference_patcher, tmp_path):
-    import comfy.sd
-    import comfy.utils
+def lora_weights() -> dict[str, torch.Tensor]:
+    """A rank-4 LoRA on every block's first FFN linear and attention output, in ComfyUI's key format."""
     gen = torch.Generator().manual_seed(0)
     lora = {}
     for i in range(8):
@@ -96,6 +95,12 @@ def test_lora_after_quantization_takes_effect_and_matches_16bit_lora(quantized, 
             key = f"diffusion_model.blocks.{i}.{layer}"
             lora[f"{key}.lora_down.weight"] = torch.randn(4, in_f, generator=gen) * 0.05
             lora[f"{key}.lora_up.weight"] = torch.randn(out_f, 4, generator=gen) * 0.05
+    return lora
+
+
+def test_lora_after_quantization_takes_effect_and_matches_16bit_lora(quantized, reference_patcher, tmp_path):
+    import comfy.sd
+    lora = lora_weights()
     with_lora = lambda m: comfy.sd.load_lora_for_models(m, None, lora, 1.0, 0.0)[0]  # noqa: E731 - LoraLoaderModelOnly
     ref, ref_lora = _sample(reference_patcher), _sample(with_lora(reference_patcher))
     q, q_lora = _sample(quantized), _sample(with_lora(quantized))

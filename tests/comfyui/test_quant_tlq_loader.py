@@ -7,6 +7,7 @@ import functools
 import torch
 from safetensors.torch import save_file
 from test_quant_nodes import _rel
+from test_quant_nodes import lora_weights
 from test_quant_nodes import _sample as _sample_steps
 
 _sample = functools.partial(_sample_steps, steps=3)
@@ -81,13 +82,7 @@ def test_lora_loader_on_a_loaded_tlq_file(reference_patcher, node_registry, tmp_
     import nodes
     _saved(reference_patcher, tmp_path, "tlq-w4")
     loaded = _unet_loader(tmp_path, "tlq-w4.safetensors")
-    gen = torch.Generator().manual_seed(0)
-    lora = {}
-    for i in range(8):
-        for layer, (out_f, in_f) in (("ffn.0", (1024, 256)), ("self_attn.o", (256, 256))):
-            key = f"diffusion_model.blocks.{i}.{layer}"
-            lora[f"{key}.lora_down.weight"] = torch.randn(4, in_f, generator=gen) * 0.05
-            lora[f"{key}.lora_up.weight"] = torch.randn(out_f, 4, generator=gen) * 0.05
+    lora = lora_weights()
     (tmp_path / "loras").mkdir()
     save_file(lora, str(tmp_path / "loras" / "test_lora.safetensors"))
     folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"))
