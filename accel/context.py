@@ -76,8 +76,8 @@ class StepContext:
         sigma = float(sigmas.reshape(-1)[0]) if isinstance(sigmas, torch.Tensor) and sigmas.numel() else float("nan")
         schedule = transformer_options.get("sample_sigmas")
         step, total = locate_step(sigma, schedule)
-        next_sigma = float(schedule[step + 1]) if total else float("nan")
-        sigmas_all = tuple(float(s) for s in schedule.detach().float().cpu()) if total else ()
+        sigmas_all = tuple(schedule.detach().cpu().tolist()) if total else ()
+        next_sigma = sigmas_all[step + 1] if total else float("nan")
         streams = split_streams(transformer_options.get("cond_or_uncond"), transformer_options.get("uuids"),
                                 batch_size)
         branch = transformer_options.get(BRANCH_KEY) or None
