@@ -2,7 +2,7 @@
 
 Every method samples with a quantized deep copy of the reference model (`prepare_model`) and reports
 `weight_bytes_ratio` (16-bit bytes of the quantized linear weights / their stored bytes with scales). The adaptive
-rotation calibrates on its own seeds (never the bench's), 2 images per digit over an 8-step schedule.
+rotation and GPTQ calibrate on their own seeds (never the bench's), 2 images per digit over an 8-step schedule.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ CALIBRATION_SEED = 10_000
 CALIBRATION_STEPS = 8
 
 
-def calibrate(model: torch.nn.Module, steps: int = CALIBRATION_STEPS, images_per_digit: int = 2) -> dict:
+def calibrate(model: torch.nn.Module, steps: int = CALIBRATION_STEPS, images_per_digit: int = 2,
+              gram: bool = False) -> dict:
     """Per-layer channel statistics from a short sampling run on calibration-only noise."""
     device = next(model.parameters()).device
     labels = torch.arange(NUM_CLASSES).repeat(images_per_digit)
@@ -30,7 +31,7 @@ def calibrate(model: torch.nn.Module, steps: int = CALIBRATION_STEPS, images_per
     noise = torch.randn(len(labels), 16, 1, 32, 32, generator=gen).to(device)
     cond = label_context(labels, device=device)
     uncond = label_context([UNCONDITIONAL] * len(labels), device=device)
-    with collect_channel_stats(model) as stats, torch.no_grad():
+    with collect_channel_stats(model, gram=gram) as stats, torch.no_grad():
         sample_euler_cfg(lambda x, t, c, o: model(x, t, c, o), noise, cond, uncond, simple_schedule(steps), 4.0)
     return stats
 
@@ -38,7 +39,8 @@ def calibrate(model: torch.nn.Module, steps: int = CALIBRATION_STEPS, images_per
 def _prepare(config: QuantConfig) -> Callable[[torch.nn.Module], torch.nn.Module]:
     def prepare(full: torch.nn.Module) -> torch.nn.Module:
         model = copy.deepcopy(full)
-        stats = calibrate(model) if getattr(config, "needs_calibration", False) else None
+        stats = (calibrate(model, gram=getattr(config, "needs_gram", False))
+                 if getattr(config, "needs_calibration", False) else None)
         return quantize_(model, config, calibration=stats)
     return prepare
 
@@ -55,9 +57,13 @@ def _register(name: str, description: str, config: QuantConfig) -> None:
 
 
 _register("quant-16bit", "exact setting: no layer quantized (must equal the full model)", Float16Config())
-_register("lrq-w4", "LRQ-DiT twin-log weights, 4 bits, groups of 64 (W4A16)", WeightOnlyConfig(bits=4))
-_register("lrq-w3", "LRQ-DiT twin-log weights, 3 bits, groups of 64 (W3A16)", WeightOnlyConfig(bits=3))
-_register("lrq-w6", "LRQ-DiT twin-log weights, 6 bits, groups of 64 (W6A16)", WeightOnlyConfig(bits=6))
+for _bits in (4, 3, 6):
+    _register(f"lrq-w{_bits}", f"LRQ-DiT twin-log weights, {_bits} bits, groups of 64 (W{_bits}A16), GPTQ-calibrated",
+              WeightOnlyConfig(bits=_bits, calibration="gptq"))
+    _register(f"lrq-w{_bits}-datafree", f"LRQ-DiT twin-log weights, {_bits} bits, groups of 64, no calibration "
+              "(clip search + least-squares scales)", WeightOnlyConfig(bits=_bits))
+_register("gptq-w4", "uniform 4-bit weights, groups of 64, GPTQ-calibrated (what the twin-log codebook adds to "
+          "calibration)", WeightOnlyConfig(bits=4, codebook="uniform", calibration="gptq"))
 _register("rtn-w4", "uniform round-to-nearest weights, 4 bits, groups of 64, absmax scales (baseline)",
           WeightOnlyConfig(bits=4, codebook="uniform", clip_search=False))
 _register("rtn-w3", "uniform round-to-nearest weights, 3 bits, groups of 64, absmax scales (baseline)",

@@ -12,6 +12,8 @@ Formats (a registry, SCHEMES):
     lets UNETLoader read them; loading such a file needs the pack installed.
   * w8a8-convrot: INT8 W8A8 with ConvRot (core's "int8_tensorwise", ComfyUI 0.27+); loads in plain ComfyUI. A
     ComfyUI without INT8 (0.8.0) gets one warning and core's fp8 e4m3 weights instead.
+Calibration (optional inputs: a prompt and a latent): a few Euler steps through core's sampler record each block
+linear's input statistics, and the TLQ schemes then round with GPTQ error compensation (same file format).
 Not offered yet: LRQ's calibrated adaptive rotation and W4A8 (they need an activation-side layout; bench only).
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import logging
 import os
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from comfy_api.latest import io
@@ -29,6 +31,7 @@ from ..accel.quant import Int8Config, QuantConfig, WeightOnlyConfig
 from ..accel.quant.api import Progress, default_filter
 from ..accel.quant.serialize import HEADER_KEY, fp8_state_dict, header, quantize_state_dict
 from . import quant_layout
+from .quant_calibration import calibrate
 from .compat import ADVANCED
 
 log = logging.getLogger("dit_accel")
@@ -39,15 +42,16 @@ class Scheme:
     tooltip: str
     config: Callable[[int], QuantConfig]  # group size -> config
     needs_pack: bool  # True: loading the file needs dit-accel's TLQ layouts
+    calibrates: bool  # True: a connected calibration prompt turns on GPTQ error compensation
 
 
 SCHEMES: dict[str, Scheme] = {
     **{f"tlq-w{b}": Scheme(f"{b}-bit twin-log codebook weights, 16-bit activations (~{16 / (b + 0.25):.1f}x smaller "
-                           "linears at group 64)", lambda g, b=b: WeightOnlyConfig(bits=b, group_size=g), True)
+                           "linears at group 64)", lambda g, b=b: WeightOnlyConfig(bits=b, group_size=g), True, True)
        for b in (4, 3, 6, 8)},
     "w8a8-convrot": Scheme("int8 weights and activations with a Hadamard rotation (ComfyUI core's INT8 format, "
                            "~2x smaller linears; the file loads in plain ComfyUI; fp8 weights with a warning on "
-                           "ComfyUI before 0.27)", lambda g: Int8Config.convrot(), False),
+                           "ComfyUI before 0.27)", lambda g: Int8Config.convrot(), False, False),
 }
 DEFAULT_SCHEME = "tlq-w4"
 CONFIG_ATTR = "dit_accel_quant_header"  # set on the diffusion model we build; the save node writes it
@@ -77,8 +81,11 @@ def _bytes(state: dict) -> int:
 
 
 
-def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64):
-    """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in `scheme`'s format."""
+def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, calibration: dict | None = None):
+    """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in `scheme`'s format.
+
+    `calibration` (per-layer statistics from `quant_calibration.calibrate`) turns on GPTQ error compensation for
+    the TLQ schemes; the core INT8 format is data-free and ignores it."""
     import comfy.model_management
     import comfy.quant_ops
     import comfy.sd
@@ -103,8 +110,10 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64):
         raise ValueError(f"no transformer-block linear layers found in {type(diffusion_model).__name__}")
     progress = _progress_bar(n_layers)
     config = spec.config(group_size)
+    if calibration is not None and spec.calibrates:
+        config = replace(config, calibration="gptq")
     if isinstance(config, WeightOnlyConfig) or core_has_int8():
-        quantized = quantize_state_dict(state, config, progress=progress)
+        quantized = quantize_state_dict(state, config, calibration=calibration, progress=progress)
         meta = header(config)
     else:
         _warn_once("no-int8", "DiT Quantize (LRQ): this ComfyUI predates INT8 W8A8 (core added it in 0.27); using "
@@ -119,8 +128,9 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64):
     if new is None:
         raise ValueError("ComfyUI could not detect the model type of the quantized weights")
     setattr(new.model.diffusion_model, CONFIG_ATTR, meta)
-    log.info("DiT Quantize (LRQ): %d layers, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "
-             "%.1f MiB -> %.1f MiB", len(layers), before / 2 ** 20, after / 2 ** 20, before / max(after, 1),
+    log.info("DiT Quantize (LRQ): %s%s, %d layers, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "
+             "%.1f MiB -> %.1f MiB", scheme, " (GPTQ-calibrated)" if getattr(config, "needs_gram", False) else "",
+             len(layers), before / 2 ** 20, after / 2 ** 20, before / max(after, 1),
              _bytes(state) / 2 ** 20, _bytes(quantized) / 2 ** 20)
     return new
 
@@ -169,13 +179,37 @@ class DiTQuantize(io.ComfyNode):
                                tooltip="; ".join(f"{k}: {v.tooltip}" for k, v in SCHEMES.items())
                                + ". TLQ files load through Load Diffusion Model with dit-accel installed."),
                 group_size_input(),
+                io.Conditioning.Input("positive", optional=True,
+                                      tooltip="Optional calibration prompt. Connect it (with a latent) to calibrate "
+                                              "the TLQ schemes over a few sampling steps: GPTQ error compensation, "
+                                              "markedly closer to the 16-bit model at 3-4 bits. Unconnected: "
+                                              "data-free quantization."),
+                io.Conditioning.Input("negative", optional=True,
+                                      tooltip="Optional negative prompt for calibration (sampled with "
+                                              "calibration_cfg); without it calibration runs the positive alone."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Latent for calibration, at the size you will sample (e.g. Empty Latent "
+                                        "Image / Empty Hunyuan Latent Video). Needed when positive is connected."),
+                io.Int.Input("calibration_steps", default=4, min=1, max=50, **ADVANCED,
+                             tooltip="Euler steps of the calibration run (each layer sees every step's tokens). "
+                                     "A few suffice; big models repeat them in passes to bound memory."),
+                io.Float.Input("calibration_cfg", default=4.0, min=1.0, max=30.0, step=0.1, **ADVANCED,
+                               tooltip="CFG of the calibration run when a negative prompt is connected: the "
+                                       "activations then include the unconditional pass, as in sampling."),
             ],
             outputs=[io.Model.Output(tooltip="The quantized model.")],
         )
 
     @classmethod
-    def execute(cls, model, scheme: str, group_size: int = 64) -> io.NodeOutput:
-        return io.NodeOutput(quantize_model(model, scheme, group_size))
+    def execute(cls, model, scheme: str, group_size: int = 64, positive=None, negative=None, latent=None,
+                calibration_steps: int = 4, calibration_cfg: float = 4.0) -> io.NodeOutput:
+        stats = None
+        if positive is not None or latent is not None:
+            if scheme in SCHEMES and SCHEMES[scheme].calibrates:
+                stats = calibrate(model, positive, negative, latent, calibration_steps, calibration_cfg)
+            else:
+                log.info("DiT Quantize (LRQ): %s is data-free (core's own format); calibration inputs unused", scheme)
+        return io.NodeOutput(quantize_model(model, scheme, group_size, calibration=stats))
 
 
 class DiTSaveQuantized(io.ComfyNode):

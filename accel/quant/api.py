@@ -2,7 +2,8 @@
 
 The default filter takes the linear layers inside the transformer blocks and leaves embeddings, norms, modulation
 (adaLN / `*_mod`) and the final layer in 16 bits, as the paper and ComfyUI's own quantized checkpoints do.
-Calibration (`collect_channel_stats`) is only needed by the adaptive rotation; every other scheme is data-free.
+Calibration (`collect_channel_stats`) is only needed by the adaptive rotation and activation-aware weights; every
+other scheme is data-free.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from ...kernels.quant import pack_codes
 from .config import Float16Config, Int8Config, QuantConfig, W4A8Config, WeightOnlyConfig
 from .linear import QUANTIZED_LINEARS, CodebookA8Linear, CodebookLinear, Int8Linear
 from .rotation import ChannelStats, choose_rotation, rotate_weight, smoothing_factors
-from .twin_log import quantize_weight
+from .gptq import gptq_quantize
+from .twin_log import make_codebook, quantize_weight
 
 LayerFilter = Callable[[str, nn.Module], bool]
 Progress = Callable[[int, int], None]
@@ -41,8 +43,17 @@ def target_layers(model: nn.Module, layer_filter: LayerFilter | None = None) -> 
 # --- per-scheme layer quantizers (a registry keyed by config type, not an if-chain) ---------------------------
 
 def _weight_only(linear: nn.Linear, config: WeightOnlyConfig, stats: ChannelStats | None) -> nn.Module:
-    codes, scales, codebook = quantize_weight(linear.weight.detach(), config.bits, config.group_size,
-                                              config.codebook, config.clip_search)
+    weight = linear.weight.detach()
+    if config.needs_calibration and (stats is None or (config.needs_gram and stats.gram is None)):
+        raise ValueError(f"calibration={config.calibration!r} needs calibration statistics for every layer: run the "
+                         "model under collect_channel_stats(model, gram=config.needs_gram) first, or set "
+                         "calibration='none'")
+    if config.calibration == "gptq":
+        codebook = make_codebook(weight, config.bits, config.group_size, config.codebook)
+        codes, scales = gptq_quantize(weight, stats.gram, codebook, config.group_size)
+    else:
+        codes, scales, codebook = quantize_weight(weight, config.bits, config.group_size, config.codebook,
+                                                  config.clip_search)
     return CodebookLinear.from_codes(linear, codes, scales, codebook, config.bits, config.group_size)
 
 
@@ -118,12 +129,13 @@ def quantize_(model: nn.Module, config: QuantConfig, layer_filter: LayerFilter |
 
 
 @contextmanager
-def collect_channel_stats(model: nn.Module, layer_filter: LayerFilter | None = None):
-    """Record each target layer's per-channel input absmax while the caller runs the model (calibration)."""
+def collect_channel_stats(model: nn.Module, layer_filter: LayerFilter | None = None, gram: bool = False):
+    """Record each target layer's per-channel input statistics while the caller runs the model (calibration);
+    `gram` also accumulates the input Gram matrix (K x K floats per layer, on the CPU) that GPTQ needs."""
     stats: dict[str, ChannelStats] = {}
     handles = []
     for name, linear in target_layers(model, layer_filter):
-        stats[name] = ChannelStats(torch.zeros(linear.in_features))
+        stats[name] = ChannelStats(torch.zeros(linear.in_features), keep_gram=gram)
         handles.append(linear.register_forward_pre_hook(lambda mod, args, s=stats[name]: s.update(args[0])))
     try:
         yield stats

@@ -88,10 +88,15 @@ def group_view(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     return weight.float().reshape(n, k // group_size, group_size)
 
 
-def quantize_groups(weight: torch.Tensor, codebook: torch.Tensor, group_size: int,
-                    clip_search: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes (N, K) and fp16 scales (N, K/group) for `weight` on a codebook whose largest magnitude is 1."""
+def quantize_groups(weight: torch.Tensor, codebook: torch.Tensor, group_size: int, clip_search: bool,
+                    channel_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (N, K) and fp16 scales (N, K/group) for `weight` on a codebook whose largest magnitude is 1.
+
+    `channel_weight` (K,), when given, weighs each input column's squared error (activation-aware: E[x_k^2] from
+    calibration), so the scale search and refinement minimise the layer's output error rather than the weight's.
+    """
     wg = group_view(weight, group_size)
+    cw = _channel_weight_view(channel_weight, wg)
     absmax = wg.abs().amax(-1).clamp(min=1e-8)
     ratios = _CLIP_RATIOS if clip_search else (1.0,)
     best_err = best_codes = best_scale = None
@@ -99,7 +104,7 @@ def quantize_groups(weight: torch.Tensor, codebook: torch.Tensor, group_size: in
         # Scales are stored in fp16: quantize against the rounded scale so dequantization reproduces the fit.
         scale = (absmax * r).half().float().clamp(min=6e-8)
         codes = nearest_codes(wg / scale.unsqueeze(-1), codebook)
-        err = (codebook[codes] * scale.unsqueeze(-1) - wg).square().sum(-1)
+        err = _group_error(codebook[codes] * scale.unsqueeze(-1) - wg, cw)
         if best_err is None:
             best_err, best_codes, best_scale = err, codes, scale
         else:
@@ -108,19 +113,34 @@ def quantize_groups(weight: torch.Tensor, codebook: torch.Tensor, group_size: in
             best_codes = torch.where(better.unsqueeze(-1), codes, best_codes)
             best_scale = torch.where(better, scale, best_scale)
     if clip_search:
-        best_codes, best_scale = _refine_scales(wg, codebook, best_codes, best_scale, best_err)
+        best_codes, best_scale = _refine_scales(wg, codebook, best_codes, best_scale, best_err, cw)
     return best_codes.reshape(weight.shape), best_scale.half()
 
 
+def _channel_weight_view(channel_weight: torch.Tensor | None, wg: torch.Tensor) -> torch.Tensor:
+    """(1, G, group) column weights normalised to mean 1 (all ones when data-free)."""
+    if channel_weight is None:
+        return torch.ones(1, *wg.shape[1:], dtype=wg.dtype, device=wg.device)
+    cw = channel_weight.to(wg.device, wg.dtype).clamp(min=0)
+    cw = cw / cw.mean().clamp(min=1e-30)
+    return cw.clamp(min=1e-4).view(1, *wg.shape[1:])  # dead channels still get a say, however small
+
+
+def _group_error(diff: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
+    return (diff.square() * cw).sum(-1)
+
+
 def _refine_scales(wg: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor,
-                   err: torch.Tensor, rounds: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Alternate the least-squares scale for the chosen codes and the nearest codes for that scale (Lloyd steps on
-    the scale), keeping a group's new pair only where its error falls: never worse than the clip search."""
+                   err: torch.Tensor, cw: torch.Tensor, rounds: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alternate the (weighted) least-squares scale for the chosen codes and the nearest codes for that scale
+    (Lloyd steps on the scale), keeping a group's new pair only where its error falls: never worse than the clip
+    search."""
     for _ in range(rounds):
         levels = codebook[codes]
-        scale_ls = ((wg * levels).sum(-1) / levels.square().sum(-1).clamp(min=1e-12)).half().float().clamp(min=6e-8)
+        scale_ls = ((cw * wg * levels).sum(-1) / (cw * levels.square()).sum(-1).clamp(min=1e-12))
+        scale_ls = scale_ls.half().float().clamp(min=6e-8)
         new_codes = nearest_codes(wg / scale_ls.unsqueeze(-1), codebook)
-        new_err = (codebook[new_codes] * scale_ls.unsqueeze(-1) - wg).square().sum(-1)
+        new_err = _group_error(codebook[new_codes] * scale_ls.unsqueeze(-1) - wg, cw)
         better = new_err < err
         if not bool(better.any()):
             break
@@ -137,11 +157,11 @@ def make_codebook(weight: torch.Tensor, bits: int, group_size: int, kind: str) -
     return fit_twin_log(wg / wg.abs().amax(-1, keepdim=True).clamp(min=1e-8), bits)
 
 
-def quantize_weight(weight: torch.Tensor, bits: int, group_size: int, kind: str,
-                    clip_search: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(codes, fp16 scales, fp32 codebook) for one weight matrix."""
+def quantize_weight(weight: torch.Tensor, bits: int, group_size: int, kind: str, clip_search: bool = True,
+                    channel_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes, fp16 scales, fp32 codebook) for one weight matrix (activation-aware when `channel_weight`)."""
     codebook = make_codebook(weight, bits, group_size, kind)
-    codes, scales = quantize_groups(weight, codebook, group_size, clip_search)
+    codes, scales = quantize_groups(weight, codebook, group_size, clip_search, channel_weight)
     return codes, scales, codebook
 
 

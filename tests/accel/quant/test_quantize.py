@@ -190,6 +190,7 @@ def test_least_squares_scale_refinement_never_raises_a_groups_error():
     scale = wg.abs().amax(-1).half().float()
     codes = twin_log.nearest_codes(wg / scale.unsqueeze(-1), codebook)
     err = (codebook[codes] * scale.unsqueeze(-1) - wg).square().sum(-1)
-    new_codes, new_scale = twin_log._refine_scales(wg, codebook, codes, scale, err)
+    new_codes, new_scale = twin_log._refine_scales(wg, codebook, codes, scale, err,
+                                                   twin_log._channel_weight_view(None, wg))
     new_err = (codebook[new_codes] * new_scale.unsqueeze(-1) - wg).square().sum(-1)
     assert (new_err <= err).all() and new_err.sum() < err.sum()

@@ -1,0 +1,94 @@
+"""Calibrated weight quantization: calibration statistics, GPTQ on the twin-log
+codebook, and the memory plan that splits Gram collection into passes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dit_accel.accel.quant import WeightOnlyConfig, collect_channel_stats, quantize_
+from dit_accel.accel.quant.calibration import gram_bytes, gram_passes
+from dit_accel.accel.quant.gptq import gptq_quantize
+from dit_accel.accel.quant.linear import CodebookLinear
+from dit_accel.accel.quant.twin_log import dequantize_weight, make_codebook, quantize_weight
+
+
+def _correlated_inputs(n=2048, k=128, seed=0):
+    """Activations near a low-rank subspace with uneven channel scales, as real layer inputs are."""
+    gen = torch.Generator().manual_seed(seed)
+    low_rank = torch.randn(n, k // 8, generator=gen) @ torch.randn(k // 8, k, generator=gen)
+    return (low_rank + 0.3 * torch.randn(n, k, generator=gen)) * torch.linspace(0.2, 3.0, k)
+
+
+def _output_error(x, weight, codes, scales, codebook):
+    ref = x @ weight.T
+    return float((x @ dequantize_weight(codes, scales, codebook).T - ref).square().mean() / ref.square().mean())
+
+
+def test_channel_stats_accumulate_absmax_mean_square_and_gram():
+    model = torch.nn.Sequential()
+    model.add_module("blocks", torch.nn.ModuleList([torch.nn.Sequential()]))
+    model.blocks[0].add_module("ffn", torch.nn.Linear(8, 4))
+    a, b = torch.randn(3, 5, 8), torch.randn(7, 8)
+    with collect_channel_stats(model, gram=True) as stats:
+        model.blocks[0].ffn(a)
+        model.blocks[0].ffn(b)
+    s = stats["blocks.0.ffn"]
+    rows = torch.cat([a.reshape(-1, 8), b])
+    assert s.tokens == 22
+    torch.testing.assert_close(s.absmax, rows.abs().amax(0))
+    torch.testing.assert_close(s.mean_square, rows.square().mean(0))
+    torch.testing.assert_close(s.gram, rows.T @ rows / 22)
+    with collect_channel_stats(model) as cheap:  # no Gram unless asked: K^2 floats per layer
+        model.blocks[0].ffn(a)
+    assert cheap["blocks.0.ffn"].gram is None
+
+
+def test_gptq_with_white_inputs_is_plain_rounding():
+    # H = I: no column can absorb another's error, so GPTQ must reduce to the data-free per-group search.
+    weight = torch.randn(32, 128, generator=torch.Generator().manual_seed(1)) * 0.05
+    codebook = make_codebook(weight, 4, 64, "twin_log")
+    codes, scales = gptq_quantize(weight, torch.eye(128), codebook, 64)
+    plain_codes, plain_scales, _ = quantize_weight(weight, 4, 64, "twin_log", True)
+    assert torch.equal(codes, plain_codes) and torch.equal(scales, plain_scales)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_gptq_lowers_the_layer_output_error(bits):
+    x = _correlated_inputs()
+    weight = torch.randn(64, 128, generator=torch.Generator().manual_seed(2)) * 0.05
+    codebook = make_codebook(weight, bits, 64, "twin_log")
+    plain = _output_error(x, weight, *quantize_weight(weight, bits, 64, "twin_log", True)[:2], codebook)
+    gptq = _output_error(x, weight, *gptq_quantize(weight, x.T @ x / len(x), codebook, 64), codebook)
+    assert gptq < 0.5 * plain  # correlated inputs let later columns absorb most of each rounding error
+
+
+def test_calibrated_config_needs_statistics_and_keeps_the_file_layout(tiny_wan):
+    config = WeightOnlyConfig(bits=4, calibration="gptq")
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_(tiny_wan, config)
+    with pytest.raises(ValueError, match="clip_search"):
+        WeightOnlyConfig(calibration="gptq", clip_search=False)
+    with pytest.raises(ValueError, match="calibration must be"):
+        WeightOnlyConfig(calibration="activation")
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 16, 1, 8, 8, generator=gen), torch.rand(2, generator=gen)
+    ctx = torch.randn(2, 3, tiny_wan.cfg.text_dim, generator=gen) * 0.1
+    with collect_channel_stats(tiny_wan, gram=True) as stats, torch.no_grad():
+        tiny_wan(x, t, ctx, {})
+    quantize_(tiny_wan, config, calibration=stats)
+    layers = [m for m in tiny_wan.modules() if isinstance(m, CodebookLinear)]
+    assert layers and all(m.bits == 4 and m.group_size == 64 for m in layers)
+
+
+def test_gram_passes_fit_the_budget_in_order():
+    layers = [("a", 64), ("b", 64), ("c", 128), ("d", 256), ("e", 64)]
+    budget = gram_bytes(64) * 2 + gram_bytes(128)
+    passes = gram_passes(layers, budget)
+    assert [n for p in passes for n in p] == [n for n, _ in layers]
+    widths = dict(layers)
+    for p in passes:  # a pass over budget only when it is a single oversized layer
+        assert sum(gram_bytes(widths[n]) for n in p) <= budget or len(p) == 1
+    assert passes[0] == ["a", "b", "c"] and ["d"] in passes
+    assert gram_passes(layers, 1 << 40) == [[n for n, _ in layers]]
+    with pytest.raises(ValueError):
+        gram_passes(layers, 0)
