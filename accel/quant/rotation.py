@@ -31,11 +31,10 @@ def regular_hadamard(size: int) -> torch.Tensor:
 
 @dataclass
 class ChannelStats:
-    """Per-input-channel activation statistics over calibration tokens, for one linear layer: the absmax (ARS's
-    outlier test and smoothing) and the running sum of squares (the activation-aware weight error)."""
+    """Activation statistics over calibration tokens, for one linear layer: the per-channel absmax (ARS's outlier
+    test and smoothing) and, when asked for, the input Gram matrix (GPTQ)."""
 
     absmax: torch.Tensor
-    square_sum: torch.Tensor | None = None
     tokens: int = 0
     gram_sum: torch.Tensor | None = None   # sum of x x^T (K, K), only when asked for (GPTQ): K^2 floats per layer
     keep_gram: bool = False
@@ -43,8 +42,6 @@ class ChannelStats:
     def update(self, x: torch.Tensor) -> None:
         flat = x.detach().reshape(-1, x.shape[-1]).float()
         self.absmax = torch.maximum(self.absmax, flat.abs().amax(0).cpu())
-        squares = flat.square().sum(0).cpu()
-        self.square_sum = squares if self.square_sum is None else self.square_sum + squares
         self.tokens += flat.shape[0]
         if self.keep_gram:
             gram = (flat.T @ flat).cpu()
@@ -54,11 +51,6 @@ class ChannelStats:
     def gram(self) -> torch.Tensor | None:
         """E[x x^T]: the layer's output-error metric for weight rounding (GPTQ's Hessian up to a factor 2)."""
         return None if self.gram_sum is None or not self.tokens else self.gram_sum / self.tokens
-
-    @property
-    def mean_square(self) -> torch.Tensor | None:
-        """E[x_k^2] per input channel: how much an error in weight column k costs the layer's output."""
-        return None if self.square_sum is None or not self.tokens else self.square_sum / self.tokens
 
     @property
     def outlier_ratio(self) -> float:
