@@ -125,15 +125,21 @@ def _sample_and_preview(g, model, inputs, x, y, title):
 
 
 def reference_quantize_and_save() -> dict:
-    """Quantize the reference model to 4-bit TLQ (LRQ-DiT twin-log codebook), sample with it, and save it."""
+    """Quantize the reference model to 4-bit TLQ (LRQ-DiT twin-log codebook), calibrated (GPTQ) on the same prompt
+    and latent over 4 steps, sample with it, and save it."""
     g = Graph()
     model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
-    quant = g.node("DiTAccelQuantize", ["tlq-w4", 64], [("model", "MODEL")], [("MODEL", "MODEL")], (0, 200))
+    quant = g.node("DiTAccelQuantize", ["tlq-w4", 64, 4, 4.0],
+                   [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                    ("latent", "LATENT")], [("MODEL", "MODEL")], (0, 200))
     save = g.node("DiTAccelSaveQuantized", ["diffusion_models/dit_accel_reference_tlq4"], [("model", "MODEL")], [],
                   (0, 400))
     g.link(model, 0, quant, "model")
     g.link(quant, 0, save, "model")
-    _sample_and_preview(g, quant, _digit_inputs(g), 400, 0, "quantized TLQ W4A16")
+    inputs = _digit_inputs(g)
+    for source, name in zip(inputs, ("positive", "negative", "latent")):
+        g.link(source, 0, quant, name)
+    _sample_and_preview(g, quant, inputs, 400, 0, "quantized TLQ W4A16 (calibrated)")
     return g.to_json()
 
 
