@@ -25,7 +25,7 @@ def setup_comfy():
     if not root:
         raise SystemExit('set COMFYUI_PATH (eval "$(../shared/comfyui/setup.sh)")')
     sys.path.insert(0, root)
-    argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
+    argv, sys.argv = sys.argv, [sys.argv[0]] + ([] if torch.cuda.is_available() else ["--cpu"])
     import comfy.options
     comfy.options.enable_args_parsing()
     import comfy.model_management  # noqa: F401
