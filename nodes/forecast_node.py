@@ -27,21 +27,23 @@ class DiTForecast(io.ComfyNode):
             display_name="DiT Forecast",
             category="dit-accel",
             description="Runs the model on a few steps only and forecasts its output on the others (TaylorSeer, "
-                        "Spectrum, CG-Taylor, or ours: spectral fit with computes planned over the sigma schedule). Logs model calls computed, "
+                        "Spectrum, CG-Taylor, or ours: spectral fit with computes planned over the sigma schedule). "
+                        "Logs model calls computed, "
                         "the speedup and the memory the forecaster held after each run, and says so when a schedule "
                         "is too short to forecast (few-step distilled models). Use it instead of DiT Block Cache, "
                         "not with it.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to accelerate (any supported DiT family)."),
-                # spectrum: above TaylorSeer at every speed measured (2.5x-6.7x); spectrum-plan wins from 4x on a
-                # 20-step schedule but lost at 2.5x and on 30 steps, so it is not the default (README, forecasting).
-                io.Combo.Input("method", options=list(METHODS), default="spectrum",
-                               tooltip="spectrum (default): Chebyshev fit over the computed steps, blended with the "
-                                       "Taylor term. taylorseer: Taylor forecast from the last computed steps. "
-                                       "cg-taylor: the first block runs every step and its forecast error decides "
-                                       "(costs a block per step). spectrum-plan: Spectrum's fit with the same number "
-                                       "of computes placed where a forecast-error model over the sampler's sigmas "
-                                       "says they matter most (best measured at 4x and up on 20 steps)."),
+                # spectrum-plan: at or above Spectrum (itself above TaylorSeer) at every speed and schedule length
+                # measured (20 / 30 / 50 steps, 2.5x-6.7x; README, forecasting).
+                io.Combo.Input("method", options=list(METHODS), default="spectrum-plan",
+                               tooltip="spectrum-plan (default, ours): Spectrum's fit with the same number of "
+                                       "computes as the even schedule, placed where a forecast-error model over the "
+                                       "sampler's sigmas says they matter most. spectrum: Chebyshev fit over the "
+                                       "computed steps, blended with the Taylor term, computes spread evenly. "
+                                       "taylorseer: Taylor forecast from the last computed steps. cg-taylor: the "
+                                       "first block runs every step and its forecast error decides (costs a block "
+                                       "per step)."),
                 io.Combo.Input("speed", options=[*SPEEDS, CUSTOM], default="balanced",
                                tooltip="quality: compute at least every 3rd step (~2.9x on 20 steps). balanced: "
                                        "every 5th (4x). fast: every 7th (5x). custom: use `interval` below."),
@@ -71,7 +73,8 @@ class DiTForecast(io.ComfyNode):
                              tooltip="First steps always computed."),
                 io.Int.Input("final_steps", default=-1, min=-1, max=100, **ADVANCED,
                              tooltip="Last steps always computed. -1: the method's default (1; 0 for "
-                                     "spectrum-plan, whose plan decides whether the final step runs)."),
+                                     "spectrum-plan, whose plan decides whether the final step runs when computes "
+                                     "are scarce: 5 or fewer; with more it always runs)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with forecasting attached.")],
         )

@@ -8,8 +8,9 @@
                block stack is forecast (Taylor, on the stack's residual) or computed
   spectrum-plan  ours: Spectrum's fit decides what to emit; when to compute is planned over the sampler's own sigma
                schedule by a forecast-error model (`plan.py`), with the same number of computes as the even
-               schedule. Unlike CG-Taylor's first-block probe it costs no model work, which on models with few
-               blocks eats the speedup (and a forecaster-agreement gate measured worse than the even schedule)
+               schedule (the final step is the plan's to drop only with 5 computes or fewer). Unlike CG-Taylor's
+               first-block probe it costs no model work, which on models with few blocks eats the speedup (and a
+               forecaster-agreement gate measured worse than the even schedule). The node's default.
 
 Measured on the reference model (20 steps, CFG 4): see the README's forecasting table.
 """
@@ -42,7 +43,7 @@ class ForecastSettings:
     start_percent: float = 0.0
     end_percent: float = 1.0
     warmup_steps: int = 1
-    final_steps: int | None = None  # None: the method's default (1; 0 for spectrum-plan, whose plan decides)
+    final_steps: int | None = None  # None: the method's default (1; 0 for spectrum-plan: its plan decides)
     granularity: str = "model"    # model (output), stack or block (taylorseer / spectrum)
 
     def __post_init__(self):

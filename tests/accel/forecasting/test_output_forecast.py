@@ -114,18 +114,20 @@ def test_cg_taylor_skips_something_at_a_loose_threshold(tiny_wan):
     assert torch.isfinite(out).all()
 
 
-def test_planned_gate_runs_the_plan_at_the_even_schedules_budget(tiny_wan):
+@pytest.mark.parametrize("steps, interval", [(20, 5), (30, 5)])
+def test_planned_gate_runs_the_plan_at_the_even_schedules_budget(tiny_wan, steps, interval):
     from dit_accel.accel.caching.gates import ScheduleWindow, planned_computes
     from dit_accel.accel.forecasting.plan import error_weighted_plan
-    steps, interval = 20, 5
     even = planned_computes(steps, interval, ScheduleWindow())
     patch, computed = ForecastSettings("spectrum-plan", interval=interval).patch(), []
     around = patch.around_model
     patch.around_model = lambda run, ctx, call, run_model: around(
         run, ctx, call, lambda: (computed.append(ctx.step), run_model())[1])
     _, summary, _ = _sample(tiny_wan, [patch], steps=steps)
-    plan = sorted(error_weighted_plan(tuple(simple_schedule(steps).tolist()), len(even)))
-    assert computed == plan
+    # the final step is the plan's to drop only with few computes (OutputForecastConfig.free_final_budget)
+    forced = {0} if len(even) <= OutputForecastConfig().free_final_budget else {0, steps - 1}
+    plan = sorted(error_weighted_plan(tuple(simple_schedule(steps).tolist()), len(even), frozenset(forced)))
+    assert computed == plan and (steps - 1 in plan) == (steps - 1 in forced)
     assert f"ran {len(even)}/{steps} model calls" in summary[0]
     assert plan != sorted(even)  # the plan moves computes: otherwise this test would not tell the gates apart
 
@@ -142,7 +144,7 @@ def test_bad_settings_raise(bad):
         ForecastSettings(**bad)
 
 
-@pytest.mark.parametrize("bad", [dict(interval=0), dict(weight_power=-1.0), dict(gate="often"),
+@pytest.mark.parametrize("bad", [dict(interval=0), dict(weight_power=-1.0), dict(gate="often"), dict(free_final_budget=-1),
                                  dict(start_percent=0.8, end_percent=0.2)])
 def test_bad_output_forecast_settings_raise(bad):
     with pytest.raises(ValueError):
