@@ -16,18 +16,6 @@ import torch
 from compare_core_caches import setup_comfy
 
 
-def rank4_lora(blocks: int = 8) -> dict[str, torch.Tensor]:
-    """A rank-4 LoRA on every block's first FFN linear and attention output (ComfyUI's key format)."""
-    gen = torch.Generator().manual_seed(0)
-    lora = {}
-    for i in range(blocks):
-        for layer, (out_f, in_f) in (("ffn.0", (1024, 256)), ("self_attn.o", (256, 256))):
-            key = f"diffusion_model.blocks.{i}.{layer}"
-            lora[f"{key}.lora_down.weight"] = torch.randn(4, in_f, generator=gen) * 0.05
-            lora[f"{key}.lora_up.weight"] = torch.randn(out_f, 4, generator=gen) * 0.05
-    return lora
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scheme", default="tlq-w4")
@@ -41,6 +29,7 @@ def main():
     from dit_accel.nodes.quantize_node import quantize_model
     from dit_accel.reference.assets import MODEL_FILE
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+    from dit_accel.reference.lora import random_lora
 
     digits = [0, 3, 5, 8]
     positive = [[label_context(digits), {}]]
@@ -62,7 +51,7 @@ def main():
 
     base = comfy.sd.load_diffusion_model(str(MODEL_FILE))
     quantized = quantize_model(base, args.scheme)
-    lora = rank4_lora()
+    lora = random_lora()  # rank 4 on every block's first FFN linear and attention output
     with_lora = lambda m: comfy.sd.load_lora_for_models(m, None, lora, 1.0, 0.0)[0]  # noqa: E731
     results = {name: timed(model) for name, model in (("16-bit", base), ("16-bit + LoRA", with_lora(base)),
                                                        (args.scheme, quantized),

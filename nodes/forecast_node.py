@@ -8,14 +8,13 @@ from comfy_api.latest import io
 
 from ..accel.adapters.registry import adapter_for
 from ..accel.forecasting.methods import METHODS, ForecastSettings
+from ..accel.forecasting.presets import LEVELS, forecast_preset
 from .comfy_bridge import apply_patch
 from .compat import ADVANCED
 
 log = logging.getLogger("dit_accel")
 
 CUSTOM = "custom"
-# speed -> longest stretch between computes, measured on the reference model (20 steps): 3 ~2.9x, 5 = 4x, 7 = 5x.
-SPEEDS = {"quality": 3, "balanced": 5, "fast": 7}
 _DEFAULT = ForecastSettings()
 
 
@@ -44,9 +43,12 @@ class DiTForecast(io.ComfyNode):
                                        "taylorseer: Taylor forecast from the last computed steps. cg-taylor: the "
                                        "first block runs every step and its forecast error decides (costs a block "
                                        "per step)."),
-                io.Combo.Input("speed", options=[*SPEEDS, CUSTOM], default="balanced",
-                               tooltip="quality: compute at least every 3rd step (~2.9x on 20 steps). balanced: "
-                                       "every 5th (4x). fast: every 7th (5x). custom: use `interval` below."),
+                io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
+                               tooltip="Per-family presets. balanced: the interval and warm-up TaylorSeer's own "
+                                       "code uses for the family (Wan / HunyuanVideo: compute at least every 5th "
+                                       "step after 1 warm-up step, ~4x; Flux / Qwen-Image: every 6th after 3); "
+                                       "quality: 2 steps closer; fast: 2 steps further. Other families borrow Wan's "
+                                       "and say so. custom: use `interval` and `warmup_steps` below."),
                 io.Int.Input("interval", default=_DEFAULT.interval, min=1, max=20, **ADVANCED,
                              tooltip="custom only: the longest stretch of steps between two computes; the computes "
                                      "are spread evenly (spectrum-plan: as many computes, placed by its plan). 1 "
@@ -70,7 +72,8 @@ class DiTForecast(io.ComfyNode):
                 io.Float.Input("end_percent", default=_DEFAULT.end_percent, min=0.0, max=1.0, step=0.01,
                                **ADVANCED, tooltip="No forecasting after this fraction of the schedule."),
                 io.Int.Input("warmup_steps", default=_DEFAULT.warmup_steps, min=0, max=100, **ADVANCED,
-                             tooltip="First steps always computed."),
+                             tooltip="custom only: first steps always computed (the speed levels set it per "
+                                     "family)."),
                 io.Int.Input("final_steps", default=-1, min=-1, max=100, **ADVANCED,
                              tooltip="Last steps always computed. -1: the method's default (1; 0 for "
                                      "spectrum-plan, whose plan decides whether the final step runs when computes "
@@ -83,11 +86,14 @@ class DiTForecast(io.ComfyNode):
     def execute(cls, model, method: str, speed: str, interval: int, threshold: float, order: int, degree: int,
                 granularity: str, start_percent: float, end_percent: float, warmup_steps: int,
                 final_steps: int) -> io.NodeOutput:
-        settings = ForecastSettings(method=method, interval=interval if speed == CUSTOM else SPEEDS[speed],
-                                    threshold=threshold, order=order, degree=degree, granularity=granularity,
-                                    start_percent=start_percent, end_percent=end_percent,
-                                    warmup_steps=warmup_steps, final_steps=None if final_steps < 0 else final_steps)
         adapter = adapter_for(model.get_model_object("diffusion_model"))
+        if speed != CUSTOM:
+            preset = forecast_preset(adapter.name)
+            interval, warmup_steps = preset.interval(speed), preset.warmup_steps
+        settings = ForecastSettings(method=method, interval=interval, threshold=threshold, order=order,
+                                    degree=degree, granularity=granularity, start_percent=start_percent,
+                                    end_percent=end_percent, warmup_steps=warmup_steps,
+                                    final_steps=None if final_steps < 0 else final_steps)
         if settings.granularity == "model" and not adapter.has_model_wrapper:
             log.warning("dit-accel: %s models have no whole-model hook in ComfyUI; DiT Forecast forecasts the block "
                         "stack's residual instead of the model output.", adapter.name)

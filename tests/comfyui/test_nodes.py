@@ -119,13 +119,8 @@ def test_block_cache_on_partial_denoise_and_several_conds(node_registry):
 
 def random_lora() -> dict:
     """A rank-4 LoRA on the first four blocks' query projections, strong enough to change the samples."""
-    gen = torch.Generator().manual_seed(0)
-    lora = {}
-    for i in range(4):
-        key = f"diffusion_model.blocks.{i}.self_attn.q"
-        lora[f"{key}.lora_up.weight"] = torch.randn(256, 4, generator=gen) * 0.2
-        lora[f"{key}.lora_down.weight"] = torch.randn(4, 256, generator=gen) * 0.2
-    return lora
+    from dit_accel.reference.lora import random_lora as build
+    return build(layers=("self_attn.q",), blocks=range(4), scale=0.2)
 
 
 def test_block_cache_chains_with_a_lora_before_or_after(node_registry):

@@ -88,14 +88,8 @@ def test_save_refuses_a_model_that_was_not_quantized(reference_patcher, tmp_path
 
 def lora_weights() -> dict[str, torch.Tensor]:
     """A rank-4 LoRA on every block's first FFN linear and attention output, in ComfyUI's key format."""
-    gen = torch.Generator().manual_seed(0)
-    lora = {}
-    for i in range(8):
-        for layer, (out_f, in_f) in (("ffn.0", (1024, 256)), ("self_attn.o", (256, 256))):
-            key = f"diffusion_model.blocks.{i}.{layer}"
-            lora[f"{key}.lora_down.weight"] = torch.randn(4, in_f, generator=gen) * 0.05
-            lora[f"{key}.lora_up.weight"] = torch.randn(out_f, 4, generator=gen) * 0.05
-    return lora
+    from dit_accel.reference.lora import random_lora
+    return random_lora()
 
 
 def test_lora_after_quantization_takes_effect_and_matches_16bit_lora(quantized, reference_patcher, tmp_path):

@@ -1,0 +1,74 @@
+"""Per-family settings of the DiT Forecast node's speed levels, each with where it comes from.
+
+A level fixes the longest stretch between computes (`interval`) and the first steps always computed (`warmup_steps`).
+"balanced" follows the interval and warm-up the official TaylorSeer code ships for the family (Shenyi-Z/TaylorSeer,
+`fresh_threshold` / `first_enhance` in each model's `cache_init.py`; Qwen-Image from Shenyi-Z/Cache4Diffusion), all at
+50 steps; "quality" and "fast" move that interval by 2 either way, the spacing measured on the reference model (3 /
+5 / 7: 2.5x / 4x / 5x on 20 steps). Families without a published setting borrow the reference model's (Wan 2.1
+format) levels and say so once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+log = logging.getLogger("dit_accel")
+
+LEVELS = ("quality", "balanced", "fast")
+LEVEL_OFFSET = {"quality": -2, "balanced": 0, "fast": 2}
+
+TAYLORSEER_CODE = ("official TaylorSeer code, {path} (fresh_threshold = {interval}, first_enhance = {warmup}, "
+                   "50 steps)")
+REFERENCE = ("our measurement: reference model (Wan 2.1 format), 20 steps: interval 3 / 5 / 7 = 2.5x / 4x / 5x "
+             "(README, forecasting)")
+
+
+@dataclass(frozen=True)
+class ForecastPreset:
+    family: str
+    balanced_interval: int
+    warmup_steps: int
+    measured: bool                     # True: a published or measured setting for this family, not borrowed
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = [f for f in ("balanced_interval", "warmup_steps") if f not in self.sources]
+        if missing:
+            raise ValueError(f"{self.family}: no source for {missing}")
+        if self.balanced_interval - 2 < 1:
+            raise ValueError(f"{self.family}: balanced_interval must leave quality at least 1")
+
+    def interval(self, level: str) -> int:
+        if level not in LEVELS:
+            raise ValueError(f"speed must be one of {LEVELS}, got {level!r}")
+        return self.balanced_interval + LEVEL_OFFSET[level]
+
+
+def _taylorseer(family: str, interval: int, warmup: int, path: str) -> ForecastPreset:
+    source = TAYLORSEER_CODE.format(path=path, interval=interval, warmup=warmup)
+    return ForecastPreset(family, interval, warmup, True, {"balanced_interval": source, "warmup_steps": source})
+
+
+FALLBACK = ForecastPreset("wan", 5, 1, True, {"balanced_interval": REFERENCE, "warmup_steps": REFERENCE})
+
+PRESETS: dict[str, ForecastPreset] = {p.family: p for p in (
+    _taylorseer("wan", 5, 1, "TaylorSeer-Wan2.1/wan/taylorseer/cache_functions/cache_init.py"),
+    _taylorseer("flux", 6, 3, "TaylorSeer-FLUX/src/flux/modules/cache_functions/cache_init.py"),
+    _taylorseer("hunyuan_video", 5, 1, "TaylorSeer-HunyuanVideo/hyvideo/modules/cache_functions/cache_init.py"),
+    _taylorseer("qwen_image", 6, 3, "Cache4Diffusion qwen_image/taylorseer_qwen_image/cache_functions/cache_init.py"),
+)}
+
+
+def forecast_preset(family: str) -> ForecastPreset:
+    """The family's preset; others borrow the reference model's, with one warning each."""
+    found = PRESETS.get(family)
+    if found is not None:
+        return found
+    if family not in _warned:
+        _warned.add(family)
+        log.warning("dit-accel: no forecast preset published or measured for %r; DiT Forecast uses the reference "
+                    "model's (interval 3 / 5 / 7, 1 warm-up step). Check the result, or use speed 'custom'.", family)
+    return FALLBACK
+
+
+_warned: set[str] = set()
