@@ -28,7 +28,6 @@ class ForecastPreset:
     family: str
     balanced_interval: int
     warmup_steps: int
-    measured: bool                     # True: a published or measured setting for this family, not borrowed
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -46,10 +45,10 @@ class ForecastPreset:
 
 def _taylorseer(family: str, interval: int, warmup: int, path: str) -> ForecastPreset:
     source = TAYLORSEER_CODE.format(path=path, interval=interval, warmup=warmup)
-    return ForecastPreset(family, interval, warmup, True, {"balanced_interval": source, "warmup_steps": source})
+    return ForecastPreset(family, interval, warmup, {"balanced_interval": source, "warmup_steps": source})
 
 
-FALLBACK = ForecastPreset("wan", 5, 1, True, {"balanced_interval": REFERENCE, "warmup_steps": REFERENCE})
+FALLBACK = ForecastPreset("wan", 5, 1, {"balanced_interval": REFERENCE, "warmup_steps": REFERENCE})
 
 PRESETS: dict[str, ForecastPreset] = {p.family: p for p in (
     _taylorseer("wan", 5, 1, "TaylorSeer-Wan2.1/wan/taylorseer/cache_functions/cache_init.py"),
@@ -57,6 +56,7 @@ PRESETS: dict[str, ForecastPreset] = {p.family: p for p in (
     _taylorseer("hunyuan_video", 5, 1, "TaylorSeer-HunyuanVideo/hyvideo/modules/cache_functions/cache_init.py"),
     _taylorseer("qwen_image", 6, 3, "Cache4Diffusion qwen_image/taylorseer_qwen_image/cache_functions/cache_init.py"),
 )}
+_warned: set[str] = set()  # families already told they borrow the fallback
 
 
 def forecast_preset(family: str) -> ForecastPreset:
@@ -69,6 +69,3 @@ def forecast_preset(family: str) -> ForecastPreset:
         log.warning("dit-accel: no forecast preset published or measured for %r; DiT Forecast uses the reference "
                     "model's (interval 3 / 5 / 7, 1 warm-up step). Check the result, or use speed 'custom'.", family)
     return FALLBACK
-
-
-_warned: set[str] = set()

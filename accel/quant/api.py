@@ -2,7 +2,7 @@
 
 The default filter takes the linear layers inside the transformer blocks and leaves embeddings, norms, modulation
 (adaLN / `*_mod`) and the final layer in 16 bits, as the paper and ComfyUI's own quantized checkpoints do.
-Calibration (`collect_channel_stats`) is only needed by the adaptive rotation and activation-aware weights; every
+Calibration (`collect_channel_stats`) is only needed by the adaptive rotation and GPTQ-calibrated weights; every
 other scheme is data-free.
 """
 from __future__ import annotations
