@@ -82,3 +82,22 @@ def test_bad_settings_name_the_fix(node_registry):
     model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
     with pytest.raises(ValueError, match="start_percent below end_percent"):
         _forecast(node_registry, model, start_percent=0.9, end_percent=0.1)
+
+
+@pytest.mark.parametrize("family, builder, interval, warmup", [("wan", None, 5, 1), ("flux", "flux", 6, 3),
+                                                                ("sd3", "sd3", 5, 1)])
+def test_speed_levels_follow_the_family_preset(node_registry, monkeypatch, family, builder, interval, warmup):
+    """balanced sets the family's published interval and warm-up; a family without one gets the reference levels."""
+    from test_families import flux, sd3
+
+    from dit_accel.nodes import forecast_node
+    patches = []
+    monkeypatch.setattr(forecast_node, "apply_patch", lambda model, patch: patches.append(patch) or model)
+    if builder is None:
+        model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    else:
+        diffusion_model = {"flux": flux, "sd3": sd3}[builder]()[0]
+        model = type("Patcher", (), {"get_model_object": lambda self, name: diffusion_model})()
+    forecast_node.DiTForecast.execute(model, **{**SETTINGS, "interval": 9, "warmup_steps": 7})
+    config = patches[0].config
+    assert (config.interval, config.warmup_steps) == (interval, warmup)   # the inputs 9 / 7 are for custom only
