@@ -7,7 +7,7 @@ import functools
 import torch
 from safetensors.torch import save_file
 from test_quant_nodes import _rel
-from test_quant_nodes import lora_weights
+from test_quant_nodes import assert_lora_matches_16bit, lora_weights
 from test_quant_nodes import _sample as _sample_steps
 
 _sample = functools.partial(_sample_steps, steps=3)
@@ -90,13 +90,7 @@ def test_lora_loader_on_a_loaded_tlq_file(reference_patcher, node_registry, tmp_
     def with_lora(model):
         return nodes.LoraLoaderModelOnly().load_lora_model_only(model, "test_lora.safetensors", 1.0)[0]
 
-    ref, ref_lora = _sample(reference_patcher), _sample(with_lora(reference_patcher))
-    q, q_lora = _sample(loaded), _sample(with_lora(loaded))
-    effect = _rel(ref_lora, ref)
-    assert effect > 0.05                                                # the LoRA changes the picture
-    assert _rel(q_lora, q) > 0.5 * effect                               # and does so on the TLQ model
-    # Stated tolerance: TLQ+LoRA is as close to 16-bit+LoRA as TLQ alone is to 16-bit (plus 2 %).
-    assert _rel(q_lora, ref_lora) < 2 * _rel(q, ref) + 0.02
+    q = assert_lora_matches_16bit(reference_patcher, loaded, with_lora, sample=_sample)
     assert torch.equal(_sample(loaded), q)                              # the LoRA did not leak into the base
 
 
