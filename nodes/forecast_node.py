@@ -41,8 +41,9 @@ class DiTForecast(io.ComfyNode):
                                        "sampler's sigmas says they matter most. spectrum: Chebyshev fit over the "
                                        "computed steps, blended with the Taylor term, computes spread evenly. "
                                        "taylorseer: Taylor forecast from the last computed steps. cg-taylor: the "
-                                       "first block runs every step and its forecast error decides (costs a block "
-                                       "per step)."),
+                                       "first block runs every step; when its own forecast error is under "
+                                       "`threshold` the rest is skipped and the output forecast (costs a block per "
+                                       "step, which shallow models feel most)."),
                 io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
                                tooltip="Per-family presets. balanced: the interval and warm-up TaylorSeer's own "
                                        "code uses for the family (Wan / HunyuanVideo: compute at least every 5th "
@@ -65,8 +66,10 @@ class DiTForecast(io.ComfyNode):
                                **ADVANCED,
                                tooltip="What is forecast: the model output (skips everything, least memory), the "
                                        "block stack's residual, or each block's residual (most memory). "
-                                       "cg-taylor always forecasts the stack; spectrum-plan plans its computes "
-                                       "only for the model output (stack / block: spread evenly)."),
+                                       "cg-taylor: model forecasts the output behind its first-block gate, stack "
+                                       "forecasts what follows the first block (CG-Taylor's own target); "
+                                       "spectrum-plan plans its computes only for the model output (stack / "
+                                       "block: spread evenly)."),
                 io.Float.Input("start_percent", default=_DEFAULT.start_percent, min=0.0, max=1.0, step=0.01,
                                **ADVANCED, tooltip="No forecasting before this fraction of the schedule."),
                 io.Float.Input("end_percent", default=_DEFAULT.end_percent, min=0.0, max=1.0, step=0.01,

@@ -20,13 +20,16 @@ import dataclasses
 
 from ..caching.block_cache import BlockCacheConfig, BlockCachePatch
 from ..patch import DiTPatch
+from .confidence_gate import ConfidenceGatedForecastPatch
 from .output_forecast import OutputForecastConfig, OutputForecastPatch
 from .predictors import ForecastConfig
 
 TAYLOR = ForecastConfig("taylor", order=1)
-# Chebyshev degree 3, ridge 0.03 over up to 10 computed steps, 0.7 Taylor: the best blend of a sweep on the reference
-# model (pure spectral fits: 24-29 dB at 4x; the Taylor term alone 32.3 dB).
-SPECTRAL = ForecastConfig("spectral_taylor", order=1, degree=3, ridge=0.03, window=10, blend=0.7)
+# Chebyshev degree 4, ridge 0.03 over the last 6 computed steps, blended 0.85 with the Taylor term: of a sweep over
+# blend 0.5-0.85, window 4-10 and degree 2-4 on the reference model, the one setting above TaylorSeer on 20 and 50
+# steps at 4x and 6x (pure spectral fits: 24-29 dB at 20 steps, 4x; the blend 0.7 / window 10 / degree 3 of the
+# first sweep lost to TaylorSeer on 50 steps: 42.5 vs 44.7 dB at 4.55x).
+SPECTRAL = ForecastConfig("spectral_taylor", order=1, degree=4, ridge=0.03, window=6, blend=0.85)
 
 METHODS = ("taylorseer", "spectrum", "cg-taylor", "spectrum-plan")
 
@@ -39,7 +42,7 @@ class ForecastSettings:
     interval: int = 5             # longest stretch between computes
     threshold: float = 0.05       # cg-taylor: confidence threshold
     order: int = 1                # Taylor order
-    degree: int = 3               # Chebyshev degree
+    degree: int = SPECTRAL.degree  # Chebyshev degree
     start_percent: float = 0.0
     end_percent: float = 1.0
     warmup_steps: int = 1
@@ -66,7 +69,11 @@ class ForecastSettings:
     def patch(self) -> DiTPatch:
         window = dict(start_percent=self.start_percent, end_percent=self.end_percent,
                       warmup_steps=self.warmup_steps, final_steps=self.forced_final_steps)
-        if self.method == "cg-taylor":
+        if self.method == "cg-taylor" and self.granularity == "model":
+            return ConfidenceGatedForecastPatch(OutputForecastConfig(
+                self.forecast(), interval=self.interval, gate="confidence", threshold=self.threshold, **window),
+                label=self.method)
+        if self.method == "cg-taylor":  # CG-Taylor's own target: the stack's residual after the first block
             return BlockCachePatch(BlockCacheConfig(gate="cg", granularity="stack", threshold=self.threshold,
                                                     max_consecutive=max(0, self.interval - 1),
                                                     forecast=self.forecast(), forecast_time="step", **window),

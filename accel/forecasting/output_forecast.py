@@ -21,20 +21,22 @@ from ..state import RunState, StreamState
 from .plan import compute_budget, error_weighted_plan
 from .predictors import ForecastConfig, Predictor, predictor_nbytes
 
-GATES = ("interval", "planned")
+GATES = ("interval", "planned", "confidence")
 
 
 @dataclass(frozen=True)
 class OutputForecastConfig:
     """interval: at most this many steps between computes (1 computes every step: the unpatched model).
-    gate: "interval" (computes spread evenly, no gap above `interval`) or "planned" (as many computes as the even
+    gate: "interval" (computes spread evenly, no gap above `interval`), "planned" (as many computes as the even
     schedule with the final step, placed where the forecast error model of `plan.py` says they matter most;
-    `weight_power` is that model's knob)."""
+    `weight_power` is that model's knob) or "confidence" (CG-Taylor: the first block runs every step and its own
+    forecast error, under `threshold`, lets the rest be forecast; `confidence_gate.py`)."""
 
     forecast: ForecastConfig = ForecastConfig("taylor", order=1)
     interval: int = 5
     gate: str = "interval"
     weight_power: float = 0.5
+    threshold: float = 0.1      # confidence gate: relative first-block error under which the forecast is trusted
     free_final_budget: int = 5  # planned gate: the final step is left to the plan only with this few computes
     start_percent: float = 0.0
     end_percent: float = 1.0
@@ -47,6 +49,8 @@ class OutputForecastConfig:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
         if self.interval < 1:
             raise ValueError(f"interval must be >= 1 (1 computes every step), got {self.interval}")
+        if self.threshold < 0:
+            raise ValueError(f"threshold must be >= 0 (0 always computes), got {self.threshold}")
         if self.free_final_budget < 0:
             raise ValueError(f"free_final_budget must be >= 0, got {self.free_final_budget}")
         if self.weight_power < 0:
@@ -63,7 +67,7 @@ class OutputForecastConfig:
 
     @property
     def off(self) -> bool:
-        return self.interval == 1
+        return self.interval == 1 or (self.gate == "confidence" and self.threshold == 0)
 
 
 @dataclass
@@ -92,6 +96,8 @@ class OutputForecastPatch(DiTPatch):
     exclusive = "skipping"
 
     def __init__(self, config: OutputForecastConfig = OutputForecastConfig(), label: str = "forecast"):
+        if config.gate == "confidence" and not self.uses("around_block"):
+            raise ValueError("the confidence gate needs the first block: use ConfidenceGatedForecastPatch")
         self.config = config
         self.label = label  # the method's name in the log line (taylorseer, spectrum, ...)
 
@@ -155,6 +161,13 @@ class OutputForecastPatch(DiTPatch):
         return sum(predictor_nbytes(state.predictor) for state in run.states_of(self.name)
                    if state.predictor is not None)
 
+    def rule(self) -> str:
+        """When the model runs, in words, for the log line."""
+        cfg = self.config
+        if cfg.gate == "planned":
+            return f"planned by forecast error, as many as every {cfg.interval} steps"
+        return f"at most {cfg.interval} steps apart"
+
     def on_run_end(self, run: RunState) -> str | None:
         stats = self._stats(run)
         cfg = self.config
@@ -162,9 +175,7 @@ class OutputForecastPatch(DiTPatch):
             return None
         held = self.forecast_bytes(run)
         speedup = stats.calls / max(1, stats.computed)
-        rule = f"at most {cfg.interval} steps apart" if cfg.gate == "interval" else \
-            f"planned by forecast error, as many as every {cfg.interval} steps"
-        line = (f"{self.label} ({cfg.forecast.describe()} of the model output, computes {rule}): ran "
+        line = (f"{self.label} ({cfg.forecast.describe()} of the model output, computes {self.rule()}): ran "
                 f"{stats.computed}/{stats.calls} model calls, {speedup:.2f}x compute speedup; forecaster held "
                 f"{held / 2**20:.2f} MiB ({held} bytes) on the model's device")
         run.metrics["forecast_bytes"] = float(held)

@@ -15,49 +15,30 @@ from dit_accel.accel.standalone import accelerated
 from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
 from dit_accel.reference.sampling import sample_euler_cfg, simple_schedule
 
-LABELS = (1, 2)
-
-
-def _noise():
-    return torch.randn(len(LABELS), 16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-
-
-def _sample(model, patches=(), steps=12, model_fn=None):
-    cond, uncond = label_context(list(LABELS)), label_context([UNCONDITIONAL] * len(LABELS))
-    if model_fn is not None:
-        return sample_euler_cfg(model_fn, _noise(), cond, uncond, simple_schedule(steps), 4.0), [], None
-    if not patches:
-        return sample_euler_cfg(lambda x, t, c, o: model(x, t, c, o), _noise(), cond, uncond,
-                                simple_schedule(steps), 4.0), [], None
-    host = AccelHost(adapter_for(model), tuple(patches))
-    with accelerated(host, model) as (fn, run, summary):
-        out = sample_euler_cfg(fn, _noise(), cond, uncond, simple_schedule(steps), 4.0)
-    return out, summary, run
-
 
 @pytest.mark.parametrize("method", METHODS)
-def test_computing_every_step_equals_the_unpatched_model(tiny_wan, method):
-    expected, _, _ = _sample(tiny_wan)
+def test_computing_every_step_equals_the_unpatched_model(tiny_wan, method, sample):
+    expected, _, _ = sample(tiny_wan)
     settings = ForecastSettings(method, interval=1, threshold=0.0)
-    out, summary, _ = _sample(tiny_wan, [settings.patch()])
+    out, summary, _ = sample(tiny_wan, [settings.patch()])
     assert torch.equal(out, expected)
     assert summary and "outputs equal the unpatched model" in summary[0]
 
 
-def test_output_forecast_skips_whole_calls_and_counts_them(tiny_wan):
+def test_output_forecast_skips_whole_calls_and_counts_them(tiny_wan, sample):
     patch = OutputForecastPatch(OutputForecastConfig(ForecastConfig("taylor", order=1), interval=5), label="t")
-    expected, _, _ = _sample(tiny_wan, steps=20)
-    out, summary, run = _sample(tiny_wan, [patch], steps=20)
+    expected, _, _ = sample(tiny_wan, steps=20)
+    out, summary, run = sample(tiny_wan, [patch], steps=20)
     assert "ran 5/20 model calls" in summary[0] and "4.00x" in summary[0]
     assert run.ledger.blocks_total == 20 * 3 and run.ledger.blocks_run == 5 * 3
     assert not torch.equal(out, expected) and torch.isfinite(out).all()
     # Memory was reported and freed at the end of the run: one output per stream, two Taylor terms each.
-    per_stream = 2 * len(LABELS) * 16 * 8 * 8 * 4
+    per_stream = 2 * 2 * 16 * 8 * 8 * 4  # two Taylor terms x two rows (labels) x latent x float32
     assert f"({2 * per_stream} bytes)" in summary[0]
     assert run.metrics["forecast_bytes"] == 2 * per_stream and not run.states
 
 
-def test_order_zero_equals_plain_reuse_of_the_output(tiny_wan):
+def test_order_zero_equals_plain_reuse_of_the_output(tiny_wan, sample):
     """Order 0 emits the last computed output: the same as a hand-written cache of the model output."""
     plan = {0, 5, 10, 14, 19}
     cache = {}
@@ -68,18 +49,18 @@ def test_order_zero_equals_plain_reuse_of_the_output(tiny_wan):
             cache["out"] = tiny_wan(x, t, c, o)
         return cache["out"]
 
-    expected, _, _ = _sample(tiny_wan, steps=20, model_fn=reuse)
+    expected, _, _ = sample(tiny_wan, steps=20, model_fn=reuse)
     patch = OutputForecastPatch(OutputForecastConfig(ForecastConfig("taylor", order=0), interval=5))
-    out, _, _ = _sample(tiny_wan, [patch], steps=20)
+    out, _, _ = sample(tiny_wan, [patch], steps=20)
     assert torch.equal(out, expected)
 
 
-def test_order_zero_on_the_stack_equals_the_block_cache_reuse(tiny_wan):
+def test_order_zero_on_the_stack_equals_the_block_cache_reuse(tiny_wan, sample):
     plain = BlockCachePatch(BlockCacheConfig(gate="static", interval=3, forecast_order=0))
     via_forecast = BlockCachePatch(BlockCacheConfig(gate="static", interval=3,
                                                     forecast=ForecastConfig("taylor", order=0)))
-    expected, _, _ = _sample(tiny_wan, [plain])
-    out, _, _ = _sample(tiny_wan, [via_forecast])
+    expected, _, _ = sample(tiny_wan, [plain])
+    out, _, _ = sample(tiny_wan, [via_forecast])
     assert torch.equal(out, expected)
 
 
@@ -100,22 +81,22 @@ def test_taylor_forecast_is_closer_to_full_compute_than_reuse_on_the_trained_mod
     assert errors[1] < errors[0]
 
 
-def test_short_schedules_are_not_forecast_and_say_so(tiny_wan):
-    expected, _, _ = _sample(tiny_wan, steps=6)
-    out, summary, _ = _sample(tiny_wan, [ForecastSettings("taylorseer", interval=5).patch()], steps=6)
+def test_short_schedules_are_not_forecast_and_say_so(tiny_wan, sample):
+    expected, _, _ = sample(tiny_wan, steps=6)
+    out, summary, _ = sample(tiny_wan, [ForecastSettings("taylorseer", interval=5).patch()], steps=6)
     assert torch.equal(out, expected)
     assert "too short to forecast" in summary[0]
 
 
-def test_cg_taylor_skips_something_at_a_loose_threshold(tiny_wan):
-    out, summary, run = _sample(tiny_wan, [ForecastSettings("cg-taylor", interval=4, threshold=10.0).patch()],
+def test_cg_taylor_skips_something_at_a_loose_threshold(tiny_wan, sample):
+    out, summary, run = sample(tiny_wan, [ForecastSettings("cg-taylor", interval=4, threshold=10.0).patch()],
                                 steps=20)
     assert run.ledger.blocks_run < run.ledger.blocks_total
     assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("steps, interval", [(20, 5), (30, 5)])
-def test_planned_gate_runs_the_plan_at_the_even_schedules_budget(tiny_wan, steps, interval):
+def test_planned_gate_runs_the_plan_at_the_even_schedules_budget(tiny_wan, steps, interval, sample):
     from dit_accel.accel.caching.gates import ScheduleWindow, planned_computes
     from dit_accel.accel.forecasting.plan import error_weighted_plan
     even = planned_computes(steps, interval, ScheduleWindow())
@@ -123,7 +104,7 @@ def test_planned_gate_runs_the_plan_at_the_even_schedules_budget(tiny_wan, steps
     around = patch.around_model
     patch.around_model = lambda run, ctx, call, run_model: around(
         run, ctx, call, lambda: (computed.append(ctx.step), run_model())[1])
-    _, summary, _ = _sample(tiny_wan, [patch], steps=steps)
+    _, summary, _ = sample(tiny_wan, [patch], steps=steps)
     # the final step is the plan's to drop only with few computes (OutputForecastConfig.free_final_budget)
     forced = {0} if len(even) <= OutputForecastConfig().free_final_budget else {0, steps - 1}
     plan = sorted(error_weighted_plan(tuple(simple_schedule(steps).tolist()), len(even), frozenset(forced)))

@@ -1,0 +1,191 @@
+"""CG-Taylor's confidence gate in front of the model-output forecast.
+
+"Forecasting When to Forecast" (CG-Taylor) runs the first block on every step and compares its output with the
+first block's own Taylor forecast: a small error means the trajectory is as smooth as the forecast assumes, so the
+forecast of the last block is trusted; a large one falls back to full computation.
+
+Here the forecast is of the model output (the last block after the head, a fixed map), which on the reference model
+is the most accurate target (the block stack's residual, CG-Taylor's own target, is kept as granularity "stack" in
+the block cache). The probe is the first block of the model's ordinary forward: when the gate trusts the forecast,
+the first block's hook ends the forward early (`_ForecastTrusted`, caught in `around_model`); when it does not, the
+forward simply goes on, so a computed step costs no more than the unpatched model.
+
+With several streams in a call (CFG's cond and uncond) the probe runs the first block on the cond stream only and
+the decision holds for all streams (it must: CFG multiplies any cond/uncond mismatch by the guidance scale). That
+halves the probe's cost under CFG; when the forecast is not trusted the other streams' first block runs next.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..caching.block_cache import run_rows
+from ..caching.gates import relative_change
+from ..context import StepContext, Stream
+from ..patch import BlockCall, ModelCall, RunBlock, RunModel
+from ..state import RunState
+from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream, schedule_time
+from .predictors import Predictor, predictor_nbytes
+
+
+class _ForecastTrusted(Exception):
+    """Raised by the first block's hook when the gate trusts the forecast: the rest of the forward is not needed."""
+
+
+@dataclass
+class GatedStream(OutputStream):
+    probe: Predictor | None = None  # the first block's residual, forecast from the same computed steps
+
+
+@dataclass
+class GatedRun(OutputForecastRun):
+    probing: bool = False               # this call lets the first block decide
+    probed_rows: int = 0                # rows the probe ran the first block on
+    probe_residual: torch.Tensor | None = None  # this call's first-block residual (all rows)
+    call_states: list = field(default_factory=list)  # this call's (stream, state) pairs, keyed by the model input
+    last_compute: int = -1              # the last step the model ran
+    trusted: int = 0                    # calls the probe ended early
+    row_blocks_run: int = 0             # block evaluations x rows actually run (a cond-only probe runs part)
+    row_blocks_total: int = 0
+    errors: list = field(default_factory=list)  # the gate's signal on each probed step (for the log line)
+
+
+class ConfidenceGatedForecastPatch(OutputForecastPatch):
+    """`OutputForecastPatch` with gate "confidence": the first block decides, per step, forecast or compute."""
+
+    def _stats(self, run: RunState) -> GatedRun:
+        return run.data(self.name, GatedRun)
+
+    def _states(self, run: RunState, ctx: StepContext, x: torch.Tensor):
+        return [(s, run.stream_state(self.name, s.key, x[s.rows], GatedStream)) for s in ctx.streams]
+
+    def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
+        stats = self._stats(run)
+        stats.calls += 1
+        stats.total_steps = max(stats.total_steps, ctx.total_steps)
+        states = self._states(run, ctx, call.x)
+        time = schedule_time(ctx)
+        decided = stats.decisions.get(ctx.step)
+        if decided is False:  # a later call of a step whose probe trusted the forecast (cond and uncond apart)
+            return self._predict(states, time)
+        stats.probing = decided is None and self._may_forecast(stats, ctx, states)
+        stats.probe_residual, stats.call_states = None, states
+        rows = call.x.shape[0]
+        stats.row_blocks_total += call.blocks * rows
+        try:
+            out = run_model()
+        except _ForecastTrusted:
+            # Only the first block ran (on the probed rows); the ledger counts the others as skipped.
+            run.ledger.blocks_total += max(0, call.blocks - 1)
+            stats.row_blocks_run += stats.probed_rows
+            stats.decisions[ctx.step] = False
+            stats.trusted += 1
+            return self._predict(states, time)
+        finally:
+            stats.probing = False
+            stats.call_states = []
+        stats.decisions[ctx.step] = True
+        stats.computed += 1
+        stats.row_blocks_run += call.blocks * rows
+        stats.last_compute = max(stats.last_compute, ctx.step)
+        residual = stats.probe_residual
+        for s, state in states:
+            value = out[s.rows]
+            computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
+            if state.predictor is None:
+                state.predictor = self.config.forecast.build()
+            state.predictor.update(computed, value, time)
+            if residual is not None and residual.shape[0] == out.shape[0]:
+                if state.probe is None:
+                    state.probe = self.config.forecast.build()
+                state.probe.update(computed, residual[s.rows], time)
+        stats.probe_residual = None
+        return out
+
+    def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
+        if call.position != 0:
+            return run_block(call.args)
+        stats = self._stats(run)
+        # Blocks may update their input in place (Flux's addcmul_): keep the input to measure the residual.
+        before = call.hidden.clone()
+        key = call.stream_keys[0]
+        probe = self._probe_stream(ctx, call) if stats.probing else None
+        if probe is None:
+            out = run_block(call.args)
+            stats.probe_residual = out[key] - before
+            if stats.probing:
+                stats.probed_rows = before.shape[0]
+                if self._trust(run, ctx, stats.probe_residual, ctx.streams):
+                    raise _ForecastTrusted
+            return out
+        probe_rows = list(range(probe.rows.start, probe.rows.stop))
+        first = run_rows(run_block, call, probe_rows)
+        stats.probed_rows = len(probe_rows)
+        if self._trust(run, ctx, first[key] - before, (probe,)):
+            raise _ForecastTrusted
+        # Not trusted: the first block runs on the other rows too, and the forward goes on as usual.
+        out = run_rows(run_block, call, [i for i in range(before.shape[0]) if i not in probe_rows])
+        index = torch.tensor(probe_rows, device=before.device)
+        out = {k: (v.index_copy(0, index, first[k].index_select(0, index)) if k in call.stream_keys and v is not None
+                   else v) for k, v in out.items()}
+        run.ledger.blocks_run -= 1  # the two row sets make one evaluation of the block
+        stats.probe_residual = out[key] - before
+        return out
+
+    @staticmethod
+    def _probe_stream(ctx: StepContext, call: BlockCall) -> Stream | None:
+        """The stream the probe runs on alone: the cond stream of a call with several (None: probe all rows)."""
+        if len(ctx.streams) < 2 or call.hidden.shape[0] != ctx.batch_size:
+            return None
+        return next((s for s in ctx.streams if s.kind == "cond"), ctx.streams[0])
+
+    def _may_forecast(self, stats: GatedRun, ctx: StepContext, states) -> bool:
+        """Whether this step may forecast at all; the probe then decides whether it does."""
+        cfg = self.config
+        if cfg.off or ctx.total_steps < max(1, cfg.min_steps) or not cfg.window.allows_reuse(ctx):
+            return False
+        if stats.last_compute < 0 or ctx.step - stats.last_compute >= cfg.interval:
+            return False  # `interval`: the longest stretch between computes, as for the other gates
+        return all(st.predictor is not None and not st.predictor.empty and st.probe is not None
+                   and not st.probe.empty for _, st in states)
+
+    def _trust(self, run: RunState, ctx: StepContext, residual: torch.Tensor, probed: tuple[Stream, ...]) -> bool:
+        """CG-Taylor's test: the probed streams' first-block residual within `threshold` (relative) of its own
+        forecast, on every row. The decision holds for every stream of the step."""
+        time = schedule_time(ctx)
+        worst = 0.0
+        keys = {s.key for s in probed}
+        for s, state in self._stats(run).call_states:
+            if s.key not in keys:
+                continue
+            if residual.shape[0] != ctx.batch_size or state.probe is None or state.probe.empty:
+                return False
+            error = relative_change(residual[s.rows], state.probe.predict(time))
+            worst = max(worst, float(error.max()))  # the one host sync of a probed step
+        self._stats(run).errors.append(worst)
+        return worst < self.config.threshold
+
+    def _predict(self, states, time: float) -> torch.Tensor:
+        parts = [state.predictor.predict(time) for _, state in states]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def forecast_bytes(self, run: RunState) -> int:
+        return sum(predictor_nbytes(p) for state in run.states_of(self.name)
+                   for p in (state.predictor, state.probe) if p is not None)
+
+    def rule(self) -> str:
+        cfg = self.config
+        return (f"the first block's forecast error under {cfg.threshold:g} lets the rest be forecast, "
+                f"at most {cfg.interval} steps apart")
+
+    def on_run_end(self, run: RunState) -> str | None:
+        line = super().on_run_end(run)
+        stats = self._stats(run)
+        if line is None or not stats.errors:
+            return line
+        errors = sorted(stats.errors)
+        speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
+        return (f"{line}; the probe trusted the forecast on {stats.trusted} of {len(errors)} probed calls "
+                f"(median first-block error {errors[len(errors) // 2]:.3g}); with the probes, "
+                f"{speedup:.2f}x block compute speedup")
