@@ -48,7 +48,9 @@ def test_short_schedule_says_so_and_changes_nothing(node_registry, caplog):
     assert any("too short to forecast" in r.getMessage() for r in caplog.records)
 
 
-def test_partial_denoise_several_conds_and_a_lora(node_registry):
+@pytest.mark.parametrize("method, threshold", [("taylorseer", 0.05), ("cg-taylor", 1.0)])
+def test_partial_denoise_several_conds_and_a_lora(node_registry, method, threshold):
+    """cg-taylor at threshold 1 trusts its probe wherever it may: its early end of ComfyUI's forward is exercised."""
     import comfy.sd
     from dit_accel.reference import latent as codec
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
@@ -62,11 +64,25 @@ def test_partial_denoise_several_conds_and_a_lora(node_registry):
                                             (model, [[label_context([5, 5]), {}]], start, 0.6),
                                             (with_lora, [[label_context([2, 6]), {}]], empty, 1.0)):
         plain = _sample_with(base, positive, negative, latent, steps=20, denoise=denoise)
-        off = _forecast(node_registry, base, speed="custom", interval=1)
+        off = _forecast(node_registry, base, method=method, speed="custom", interval=1)
         assert torch.equal(_sample_with(off, positive, negative, latent, steps=20, denoise=denoise), plain)
-        fast = _sample_with(_forecast(node_registry, base, speed="quality"), positive, negative, latent, steps=20,
-                            denoise=denoise)
+        fast = _sample_with(_forecast(node_registry, base, method=method, threshold=threshold, speed="quality"),
+                            positive, negative, latent, steps=20, denoise=denoise)
         assert torch.isfinite(fast).all() and _psnr(codec.decode(fast), codec.decode(plain)) > 20
+
+
+def test_cg_taylor_ends_comfyuis_forward_after_the_first_block_when_it_trusts_the_forecast(node_registry, caplog):
+    import re
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    _, images_full = _graph(node_registry, model, steps=20)
+    gated = _forecast(node_registry, model, method="cg-taylor", threshold=1.0)
+    with caplog.at_level(logging.INFO, logger="dit_accel"):
+        _, images = _graph(node_registry, gated, steps=20)
+    line = next(r.getMessage() for r in caplog.records if "cg-taylor" in r.getMessage())
+    trusted = re.search(r"trusted the forecast on (\d+) of (\d+) probed calls", line)
+    assert trusted and int(trusted.group(1)) > 10, line   # balanced: at most 5 apart, so 15 trusted probes
+    assert float(re.search(r"with the probes, ([0-9.]+)x", line).group(1)) > 2.5
+    assert _psnr(images, images_full) > 20
 
 
 def test_forecast_and_block_cache_refuse_to_skip_twice(node_registry):
