@@ -50,6 +50,7 @@ def main():
 
     from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch, preset
     from dit_accel.accel.forecasting.methods import ForecastSettings
+    from dit_accel.bench.methods_forecast import cg_interval_for, interval_for
     from dit_accel.nodes.comfy_bridge import apply_patch
     from dit_accel.reference.assets import MODEL_FILE, load_classifier
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
@@ -91,8 +92,14 @@ def main():
     for c, order in ((2, 0), (3, 0), (4, 0)):
         cfg = BlockCacheConfig(gate="block", threshold=1.0, max_consecutive=c, forecast_order=order)
         variants[f"dit-accel block c{c} order {order}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
-    forecasts = [(m, interval, 0) for m in ("taylorseer", "spectrum", "spectrum-plan") for interval in (3, 5, 7, 10)]
-    for method, interval, threshold in (*forecasts, ("cg-taylor", 5, 0.2), ("cg-taylor", 10, 1.0)):
+    # Forecasters at the same budgets whatever --steps: ~2.5x, 4x, 6x, 8x (the bench's interval rule).
+    intervals = sorted({interval_for(args.steps, target) for target in (2.5, 4.0, 6.0, 8.0)})
+    for interval in intervals:  # the caching engine's plain reuse of the stack's residual, on the same schedule
+        cfg = BlockCacheConfig(gate="static", interval=interval, max_consecutive=interval)
+        variants[f"dit-accel reuse every <={interval}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
+    forecasts = [(m, interval, 0) for m in ("taylorseer", "spectrum", "spectrum-plan") for interval in intervals]
+    gated = [("cg-taylor", 5, 0.1), *(("cg-taylor", cg_interval_for(args.steps, t), 1.0) for t in (4.0, 6.0))]
+    for method, interval, threshold in (*forecasts, *gated):
         settings = ForecastSettings(method, interval=interval, threshold=threshold)
         name = f"dit-accel {method} " + (f"thr {threshold:g} every <={interval}" if threshold else
                                           f"every <={interval}")
@@ -133,10 +140,12 @@ def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
             key = name.split()[0]
         elif name.startswith("dit-accel block"):
             key = "dit-accel, no forecast" if "order 0" in name else None
+        elif name.split()[1] == "reuse":
+            key = "DiT Block Cache, plain reuse on the forecasters' schedule"
         elif name.split()[1] in ("quality", "balanced", "fast"):
             key = "DiT Block Cache presets"
         else:
-            key = f"DiT Forecast {name.split()[1]}"  # taylorseer, spectrum, spectrum-plan, cg-taylor
+            key = f"DiT Forecast {name.split()[1]}"  # reuse, taylorseer, spectrum, spectrum-plan, cg-taylor
         if key:
             families.setdefault(key, []).append((r["speedup_compute"], min(r["psnr_db"], 60.0)))
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -195,7 +195,7 @@ def reference_with_forecast(method: str):
     def build() -> dict:
         g = Graph()
         model = g.node("DiTAccelReferenceModelLoader", [], [], [("MODEL", "MODEL")], (0, 0))
-        forecast = g.node("DiTAccelForecast", [method, "balanced", 5, 0.05, 1, 3, "model", 0.0, 1.0, 1, -1],
+        forecast = g.node("DiTAccelForecast", [method, "balanced", 5, 0.1, 1, 4, "model", 0.0, 1.0, 1, -1],
                           [("model", "MODEL")], [("MODEL", "MODEL")], (0, 300), f"DiT Forecast ({method})")
         inputs = _digit_inputs(g)
         _sample_and_preview(g, model, inputs, 400, 0, "full compute")
