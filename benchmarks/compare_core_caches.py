@@ -139,7 +139,7 @@ def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
         if name.startswith(("EasyCache", "LazyCache")):
             key = name.split()[0]
         elif name.startswith("dit-accel block"):
-            key = "dit-accel, no forecast" if "order 0" in name else None
+            key = "DiT Block Cache, block gate, plain reuse" if "order 0" in name else None
         elif name.split()[1] == "reuse":
             key = "DiT Block Cache, plain reuse on the forecasters' schedule"
         elif name.split()[1] in ("quality", "balanced", "fast"):
@@ -148,7 +148,7 @@ def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
             key = f"DiT Forecast {name.split()[1]}"  # reuse, taylorseer, spectrum, spectrum-plan, cg-taylor
         if key:
             families.setdefault(key, []).append((r["speedup_compute"], min(r["psnr_db"], 60.0)))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for label, points in families.items():
         points = sorted(p for p in points if p[0] > 1.01)
         if points:
@@ -157,7 +157,7 @@ def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
     ax.set_ylabel("PSNR vs full compute (dB)")
     ax.set_title(f"reference model, ComfyUI {meta['comfyui']}, {meta['steps']} steps, CFG {meta['cfg']:g}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
