@@ -4,15 +4,16 @@
                spread evenly at most `interval` steps apart
   spectrum     Spectrum: Chebyshev ridge fit of the output over the computed steps, blended with the Taylor term as
                the ComfyUI ports of Spectrum do
-  cg-taylor    CG-Taylor: the first block runs every step; its own forecast error decides whether the rest of the
-               block stack is forecast (Taylor, on the stack's residual) or computed
+  cg-taylor    CG-Taylor: the first block runs every step (cond rows only under CFG); its own forecast error
+               decides whether the model output is forecast (Taylor; granularity stack: the residual of the blocks
+               after the first, CG-Taylor's own target) or the model runs on
   spectrum-plan  ours: Spectrum's fit decides what to emit; when to compute is planned over the sampler's own sigma
                schedule by a forecast-error model (`plan.py`), with the same number of computes as the even
                schedule (the final step is the plan's to drop only with 5 computes or fewer). Unlike CG-Taylor's
                first-block probe it costs no model work, which on models with few blocks eats the speedup (and a
                forecaster-agreement gate measured worse than the even schedule). The node's default.
 
-Measured on the reference model (20 steps, CFG 4): see the README's forecasting table.
+Measured on the reference model (50 and 20 steps, CFG 4): see the README's forecasting tables.
 """
 from __future__ import annotations
 
