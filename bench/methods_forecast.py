@@ -1,7 +1,8 @@
 """Bench methods of forecasting, at two compute budgets: about 4x (the plain name) and about 6x (`-6x`).
 
 The interval is chosen from `--steps` so every method of a budget runs the same number of model computes: 20 steps
-give 4.00x and 6.67x (5 and 3 computes), 50 steps (the papers' schedule) 3.57x and 6.25x (14 and 8 computes).
+give 4.00x and 6.67x (5 and 3 computes), 50 steps (the official TaylorSeer settings' schedule) 3.57x and 6.25x
+(14 and 8 computes).
 CG-Taylor runs its first block on every step (on the cond rows, under the bench's CFG), so at a budget it gets the
 interval whose speedup, probes included, is nearest the others' (sized for the reference model's blocks), with
 threshold 1: it trusts every probe.

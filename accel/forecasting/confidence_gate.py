@@ -66,13 +66,13 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
         time = schedule_time(ctx)
+        rows = call.x.shape[0]
+        stats.row_blocks_total += call.blocks * rows
         decided = stats.decisions.get(ctx.step)
         if decided is False:  # a later call of a step whose probe trusted the forecast (cond and uncond apart)
             return self._predict(states, time)
         stats.probing = decided is None and self._may_forecast(stats, ctx, states)
         stats.probe_residual, stats.call_states = None, states
-        rows = call.x.shape[0]
-        stats.row_blocks_total += call.blocks * rows
         try:
             out = run_model()
         except _ForecastTrusted:
