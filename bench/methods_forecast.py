@@ -48,6 +48,11 @@ def cg_interval_for(steps: int, target: float) -> int:
     return min(range(1, steps + 1), key=lambda iv: (abs(cg_speedup(steps, iv) - goal), cg_speedup(steps, iv)))
 
 
+def engine_reuse(interval: int) -> BlockCachePatch:
+    """The caching engine's plain reuse of the stack's residual, computing on the even schedule of `interval`."""
+    return BlockCachePatch(BlockCacheConfig(gate="static", interval=interval, max_consecutive=interval))
+
+
 def _register(name: str, settings, description: str) -> None:
     """`settings`: steps -> ForecastSettings."""
     register_method(BenchMethod(name, description, lambda steps, s=settings: [s(steps).patch()]))
@@ -68,8 +73,7 @@ for _suffix, _target in TARGETS.items():
         f"blockcache-reuse{_suffix or '-4x'}",
         f"the caching engine's plain reuse (order 0) of the block stack's residual, computes as the forecasters', "
         f"~{_target:g}x",
-        lambda steps, t=_target: [BlockCachePatch(BlockCacheConfig(gate="static", interval=interval_for(steps, t),
-                                                                   max_consecutive=interval_for(steps, t)))]))
+        lambda steps, t=_target: [engine_reuse(interval_for(steps, t))]))
 _register("cg-taylor", lambda steps: ForecastSettings("cg-taylor", interval=5, threshold=0.1),
           "CG-Taylor: first block every step, its forecast error gates the output forecast, threshold 0.1")
 _register("cg-taylor-stack", lambda steps: ForecastSettings("cg-taylor", interval=5, threshold=0.1,

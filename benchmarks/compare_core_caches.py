@@ -50,7 +50,7 @@ def main():
 
     from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch, preset
     from dit_accel.accel.forecasting.methods import ForecastSettings
-    from dit_accel.bench.methods_forecast import cg_interval_for, interval_for
+    from dit_accel.bench.methods_forecast import cg_interval_for, engine_reuse, interval_for
     from dit_accel.nodes.comfy_bridge import apply_patch
     from dit_accel.reference.assets import MODEL_FILE, load_classifier
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
@@ -95,8 +95,7 @@ def main():
     # Forecasters at the same budgets whatever --steps: ~2.5x, 4x, 6x, 8x (the bench's interval rule).
     intervals = sorted({interval_for(args.steps, target) for target in (2.5, 4.0, 6.0, 8.0)})
     for interval in intervals:  # the caching engine's plain reuse of the stack's residual, on the same schedule
-        cfg = BlockCacheConfig(gate="static", interval=interval, max_consecutive=interval)
-        variants[f"dit-accel reuse every <={interval}"] = lambda cfg=cfg: apply_patch(base, BlockCachePatch(cfg))
+        variants[f"dit-accel reuse every <={interval}"] = lambda iv=interval: apply_patch(base, engine_reuse(iv))
     forecasts = [(m, interval, 0) for m in ("taylorseer", "spectrum", "spectrum-plan") for interval in intervals]
     gated = [("cg-taylor", 5, 0.1), *(("cg-taylor", cg_interval_for(args.steps, t), 1.0) for t in (4.0, 6.0))]
     for method, interval, threshold in (*forecasts, *gated):
@@ -145,7 +144,7 @@ def plot_curves(rows: list[dict], meta: dict, path: Path) -> None:
         elif name.split()[1] in ("quality", "balanced", "fast"):
             key = "DiT Block Cache presets"
         else:
-            key = f"DiT Forecast {name.split()[1]}"  # reuse, taylorseer, spectrum, spectrum-plan, cg-taylor
+            key = f"DiT Forecast {name.split()[1]}"  # taylorseer, spectrum, spectrum-plan, cg-taylor
         if key:
             families.setdefault(key, []).append((r["speedup_compute"], min(r["psnr_db"], 60.0)))
     fig, ax = plt.subplots(figsize=(9, 4.5))

@@ -54,11 +54,8 @@ class GatedRun(OutputForecastRun):
 class ConfidenceGatedForecastPatch(OutputForecastPatch):
     """`OutputForecastPatch` with gate "confidence": the first block decides, per step, forecast or compute."""
 
-    def _stats(self, run: RunState) -> GatedRun:
-        return run.data(self.name, GatedRun)
-
-    def _states(self, run: RunState, ctx: StepContext, x: torch.Tensor):
-        return [(s, run.stream_state(self.name, s.key, x[s.rows], GatedStream)) for s in ctx.streams]
+    run_type = GatedRun
+    stream_type = GatedStream
 
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
         stats = self._stats(run)
@@ -165,10 +162,6 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             worst = max(worst, float(error.max()))  # the one host sync of a probed step
         self._stats(run).errors.append(worst)
         return worst < self.config.threshold
-
-    def _predict(self, states, time: float) -> torch.Tensor:
-        parts = [state.predictor.predict(time) for _, state in states]
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def forecast_bytes(self, run: RunState) -> int:
         return sum(predictor_nbytes(p) for state in run.states_of(self.name)

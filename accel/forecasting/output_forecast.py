@@ -101,11 +101,21 @@ class OutputForecastPatch(DiTPatch):
         self.config = config
         self.label = label  # the method's name in the log line (taylorseer, spectrum, ...)
 
+    # The per-run and per-stream state classes: a gate that keeps more (the confidence gate) subclasses them.
+    run_type: type = OutputForecastRun
+    stream_type: type = OutputStream
+
     def _stats(self, run: RunState) -> OutputForecastRun:
-        return run.data(self.name, OutputForecastRun)
+        return run.data(self.name, self.run_type)
 
     def _states(self, run: RunState, ctx: StepContext, x: torch.Tensor):
-        return [(s, run.stream_state(self.name, s.key, x[s.rows], OutputStream)) for s in ctx.streams]
+        return [(s, run.stream_state(self.name, s.key, x[s.rows], self.stream_type)) for s in ctx.streams]
+
+    @staticmethod
+    def _predict(states, time: float) -> torch.Tensor:
+        """The forecast output of every stream of the call, in the call's row order."""
+        parts = [state.predictor.predict(time) for _, state in states]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
         cfg = self.config
@@ -115,8 +125,7 @@ class OutputForecastPatch(DiTPatch):
         states = self._states(run, ctx, call.x)
         time = schedule_time(ctx)
         if not self._compute(run, ctx, states):
-            parts = [state.predictor.predict(time) for _, state in states]
-            return torch.cat(parts) if len(parts) > 1 else parts[0]
+            return self._predict(states, time)
         out = run_model()
         stats.computed += 1
         computed_rows = None
