@@ -1,4 +1,4 @@
-"""Calibration for DiT Quantize (LRQ): a few real sampling steps through ComfyUI's own sampler, with forward hooks on
+"""Calibration for DiT Quantize: a few real sampling steps through ComfyUI's own sampler, with forward hooks on
 the block linears recording their input statistics (per-channel absmax and, for GPTQ, the input Gram matrix).
 
 Runs `nodes.common_ksampler` (core's KSampler path: noise, latent channels, progress bar) on the user's prompts, once
@@ -34,7 +34,7 @@ def calibrate(model, positive, negative, latent, steps: int, cfg: float, seed: i
     layers = [(name, linear.in_features) for name, linear in target_layers(diffusion_model)]
     passes = gram_passes(layers, budget_bytes) if gram else [[name for name, _ in layers]]
     if len(passes) > 1:
-        log.info("DiT Quantize (LRQ): calibrating in %d passes of %d steps (Gram matrices of %d layers do not fit "
+        log.info("DiT Quantize: calibrating in %d passes of %d steps (Gram matrices of %d layers do not fit "
                  "%.1f GiB at once)", len(passes), steps, len(layers), budget_bytes / 2 ** 30)
     stats: dict[str, ChannelStats] = {}
     for names in passes:

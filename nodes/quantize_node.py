@@ -1,4 +1,4 @@
-"""The "DiT Quantize (LRQ)" and "DiT Save Quantized Model" nodes: quantized weights inside ComfyUI's own system.
+"""The "DiT Quantize" and "DiT Save Quantized Model" nodes: quantized weights inside ComfyUI's own system.
 
 The quantize node writes the diffusion model's block linears in ComfyUI's per-layer `comfy_quant` format and builds
 the model with ComfyUI's own loader (`comfy.sd.load_diffusion_model_state_dict`, what UNETLoader calls), so the
@@ -102,7 +102,7 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, ca
     state = diffusion_model.state_dict()
     if any(k.endswith(".comfy_quant") for k in state) or any(isinstance(v, comfy.quant_ops.QuantizedTensor)
                                                              for v in state.values()):
-        raise ValueError("this model is already quantized; connect DiT Quantize (LRQ) to a 16-bit model loader")
+        raise ValueError("this model is already quantized; connect DiT Quantize to a 16-bit model loader")
     state = {k: v.detach() for k, v in state.items()}
     n_layers = sum(1 for k, v in state.items() if k.endswith(".weight") and v.ndim == 2
                    and default_filter(k[:-len(".weight")], _LINEAR_PROBE))
@@ -116,7 +116,7 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, ca
         quantized = quantize_state_dict(state, config, calibration=calibration, progress=progress)
         meta = header(config)
     else:
-        _warn_once("no-int8", "DiT Quantize (LRQ): this ComfyUI predates INT8 W8A8 (core added it in 0.27); using "
+        _warn_once("no-int8", "DiT Quantize: this ComfyUI predates INT8 W8A8 (core added it in 0.27); using "
                               "core's fp8 e4m3 weights instead (same 8-bit size; update ComfyUI for INT8 + ConvRot)")
         quantized = fp8_state_dict(state, progress=progress)
         meta = {HEADER_KEY: json.dumps({"format_version": 1, "config": {"type": "CoreFp8"}})}
@@ -124,14 +124,16 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, ca
     before = sum(state[f"{n}.weight"].numel() * 2 for n in layers)  # the same weights in 16 bits
     after = sum(v.numel() * v.element_size() for k, v in quantized.items()
                 if k.rpartition(".")[0] in layers and k.rpartition(".")[2] not in ("bias", "comfy_quant"))
+    # Counted before ComfyUI's loader runs: it pops every tensor it consumes out of the dict it is handed.
+    whole_before, whole_after = _bytes(state), _bytes(quantized)
     new = comfy.sd.load_diffusion_model_state_dict(quantized, model_options={})
     if new is None:
         raise ValueError("ComfyUI could not detect the model type of the quantized weights")
     setattr(new.model.diffusion_model, CONFIG_ATTR, meta)
-    log.info("DiT Quantize (LRQ): %s%s, %d layers, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "
+    log.info("DiT Quantize: %s%s, %d layers, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "
              "%.1f MiB -> %.1f MiB", scheme, " (GPTQ-calibrated)" if getattr(config, "needs_gram", False) else "",
              len(layers), before / 2 ** 20, after / 2 ** 20, before / max(after, 1),
-             _bytes(state) / 2 ** 20, _bytes(quantized) / 2 ** 20)
+             whole_before / 2 ** 20, whole_after / 2 ** 20)
     return new
 
 
@@ -148,7 +150,7 @@ def save_quantized(model, path: str) -> str:
     diffusion_model = model.get_model_object("diffusion_model")
     meta = getattr(diffusion_model, CONFIG_ATTR, None)
     if meta is None:
-        raise ValueError("this model was not quantized by DiT Quantize (LRQ); quantize it first, then save")
+        raise ValueError("this model was not quantized by DiT Quantize; quantize it first, then save")
     # ComfyUI 0.8.0's state_dict hands back the quantized tensor itself; its raw storage is what the format keeps.
     state = {k: getattr(v, "_qdata", v).detach().contiguous() for k, v in diffusion_model.state_dict().items()}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -167,7 +169,7 @@ class DiTQuantize(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTAccelQuantize",
-            display_name="DiT Quantize (LRQ)",
+            display_name="DiT Quantize",
             category="dit-accel",
             description="Quantizes the transformer-block linear layers of a 16-bit diffusion model into ComfyUI's own "
                         "quantized format and returns an ordinary ComfyUI model (LoRA loaders, offloading and "
@@ -208,7 +210,7 @@ class DiTQuantize(io.ComfyNode):
             if scheme in SCHEMES and SCHEMES[scheme].calibrates:
                 stats = calibrate(model, positive, negative, latent, calibration_steps, calibration_cfg)
             else:
-                log.info("DiT Quantize (LRQ): %s is data-free (core's own format); calibration inputs unused", scheme)
+                log.info("DiT Quantize: %s is data-free (core's own format); calibration inputs unused", scheme)
         return io.NodeOutput(quantize_model(model, scheme, group_size, calibration=stats))
 
 
@@ -219,14 +221,16 @@ class DiTSaveQuantized(io.ComfyNode):
             node_id="DiTAccelSaveQuantized",
             display_name="DiT Save Quantized Model",
             category="dit-accel",
-            description="Saves a model from DiT Quantize (LRQ) as a safetensors file in ComfyUI's per-layer "
+            description="Saves a model from DiT Quantize as a safetensors file in ComfyUI's per-layer "
                         "quantized format with a versioned dit-accel header. Load it with Load Diffusion Model "
                         "(UNETLoader); no pack is needed for the INT8 / fp8 formats.",
             inputs=[
-                io.Model.Input("model", tooltip="The output of DiT Quantize (LRQ)."),
+                io.Model.Input("model", tooltip="The output of DiT Quantize."),
                 io.String.Input("filename_prefix", default="diffusion_models/dit_accel_quantized",
-                                tooltip="Path under the output folder, without extension. Move the file into "
-                                        "models/diffusion_models to load it."),
+                                tooltip="Path under ComfyUI's output folder, without extension. ComfyUI also "
+                                        "searches output/diffusion_models for diffusion models, so with the "
+                                        "default prefix Load Diffusion Model lists the file after a refresh (R); "
+                                        "another prefix needs the file moved to models/diffusion_models."),
             ],
             outputs=[],
             is_output_node=True,

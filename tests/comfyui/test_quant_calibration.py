@@ -1,4 +1,4 @@
-"""DiT Quantize (LRQ) calibration in real ComfyUI: a few core sampling steps on the user's prompt feed GPTQ, the
+"""DiT Quantize calibration in real ComfyUI: a few core sampling steps on the user's prompt feed GPTQ, the
 result is closer to the 16-bit model than data-free TLQ, and the memory-bounded passes change nothing."""
 from __future__ import annotations
 

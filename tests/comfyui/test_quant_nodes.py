@@ -1,4 +1,4 @@
-"""DiT Quantize (LRQ) and DiT Save Quantized Model in real ComfyUI: core format, plain-ComfyUI loading, LoRA."""
+"""DiT Quantize and DiT Save Quantized Model in real ComfyUI: core format, plain-ComfyUI loading, LoRA."""
 from __future__ import annotations
 
 import json
@@ -110,3 +110,18 @@ def test_lora_after_quantization_takes_effect_and_matches_16bit_lora(quantized, 
     lora = lora_weights()
     with_lora = lambda m: comfy.sd.load_lora_for_models(m, None, lora, 1.0, 0.0)[0]  # noqa: E731 - LoraLoaderModelOnly
     assert_lora_matches_16bit(reference_patcher, quantized, with_lora)
+
+
+def test_log_counts_the_whole_model_before_and_after(reference_patcher, caplog):
+    import re
+
+    from dit_accel.nodes.quantize_node import quantize_model
+    with caplog.at_level(logging.INFO, logger="dit_accel"):
+        quantize_model(reference_patcher, "tlq-w4")
+    line = next(r.getMessage() for r in caplog.records if "whole model" in r.getMessage())
+    before, after = map(float, re.search(r"whole model ([\d.]+) MiB -> ([\d.]+) MiB", line).groups())
+    linear_before, linear_after = map(float, re.search(r"linear weights ([\d.]+) MiB -> ([\d.]+) MiB", line).groups())
+    # The whole model is counted in the dtype it was loaded in (fp32 here), the linears against 16 bits: the model
+    # shrinks by at least what the linears do, and what remains holds at least the quantized linears.
+    assert linear_after <= after < before
+    assert before - after >= linear_before - linear_after - 0.1
