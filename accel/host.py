@@ -183,7 +183,9 @@ class AccelHost:
                 chain = _bind_block(p, run, ctx, call, chain)
             out = chain(args)
             if position == total - 1:
-                for p in patches:
+                # Innermost first, like the around_block chain unwinding: the outermost patch (sequence
+                # parallelism's gather of the token shards) sees what every inner patch made of the output.
+                for p in reversed(patches):
                     out = p.after_blocks(run, ctx, call, out)
             return unflatten(out)
 
