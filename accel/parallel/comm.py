@@ -30,11 +30,18 @@ class ParallelError(RuntimeError):
     """A multi-GPU run failed on another rank (dead worker, timeout, error there)."""
 
 
+# Joining waits for the workers to import torch (and ComfyUI): seconds on a busy machine, unrelated to how long a
+# collective may wait for a peer once running.
+STARTUP_TIMEOUT_S = 180.0
+
+
 def init_group(rank: int, world: int, port: int, backend: str, timeout_s: float) -> ParallelGroup:
     global _GROUP
     if _GROUP is not None:
         raise ParallelError("a dit-accel process group already exists in this process; shut its pool down first")
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+    store = dist.TCPStore("127.0.0.1", port, world, is_master=rank == 0,
+                          timeout=datetime.timedelta(seconds=STARTUP_TIMEOUT_S))
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=timeout_s))
     _GROUP = ParallelGroup(rank, world, backend, timeout_s)
     return _GROUP

@@ -95,7 +95,7 @@ class WorkerPool:
             comm.init_group(0, cfg.world_size, port, cfg.backend, cfg.timeout_s)
         except Exception as err:
             self.shutdown()
-            raise comm.ParallelError(f"DiT Multi-GPU: the workers did not join within {cfg.timeout_s:.0f} s "
+            raise comm.ParallelError(f"DiT Multi-GPU: the workers did not join within {comm.STARTUP_TIMEOUT_S:.0f} s "
                                      f"({type(err).__name__}: {err})") from err
         log.info("dit-accel multi-gpu: %d worker process(es) started (%s)", cfg.world_size - 1, cfg.backend)
 
