@@ -183,7 +183,9 @@ class AccelHost:
                 chain = _bind_block(p, run, ctx, call, chain)
             out = chain(args)
             if position == total - 1:
-                for p in patches:
+                # Innermost first, like the around_block chain unwinding: the outermost patch (sequence
+                # parallelism's gather of the token shards) sees what every inner patch made of the output.
+                for p in reversed(patches):
                     out = p.after_blocks(run, ctx, call, out)
             return unflatten(out)
 
@@ -193,6 +195,10 @@ class AccelHost:
         patches = [p for p in self.patches if p.uses("around_attention")]
         adapter = self.adapter
 
+        # ComfyUI 0.40+ passes q/k/v as AttentionTensorContainers; without a `container_function` attribute here,
+        # `wrap_attn` takes the tensors out and calls us as before (tests/comfyui/test_attention_containers.py). We
+        # declare none on purpose: it would be called without `func`, and the AttentionCall keeps q/k/v to the end
+        # (text rows, calibration, the soft-identity blend), so taking ownership would free no copy.
         def override(func, *args, **kwargs):
             backend = func if previous is None else (lambda *a, **k: previous(func, *a, **k))
             to = kwargs.get("transformer_options") or {}

@@ -28,6 +28,21 @@ class BlockKind:
     unflatten: Callable[[dict], dict] | None = None   # the reverse, for the real block and ComfyUI's caller
 
 
+@dataclass(frozen=True)
+class SequenceLayout:
+    """Where a family's image tokens sit, for sequence parallelism (`accel/parallel/ulysses.py`).
+
+    Image tokens are split across ranks along dim 1 of `image_key`; the rotary table `pe_key` is split with them
+    along `pe_token_dim` (its text rows, if any, stay whole). Text stays whole on every rank."""
+
+    image_key: str = "img"            # block arg holding the image tokens (B, L, C)
+    pe_key: str | None = "pe"         # block arg holding the rotary table, None if the blocks get none
+    pe_token_dim: int = 1             # the rotary table's token dimension
+    text_key: str | None = None       # block arg holding the text stream that joins the image in one attention call
+    joint_kinds: tuple[str, ...] = () # block kinds whose `image_key` stream is already [text | image] (Flux single)
+    text_first: bool = True           # order of text and image in a joint attention call and a joint stream
+
+
 class FamilyAdapter:
     """One model family. Subclasses live one per file in this package and register with `@register_adapter`."""
 
@@ -36,6 +51,9 @@ class FamilyAdapter:
     block_kinds: tuple[BlockKind, ...] = ()
     transformer_options_arg: int = -1   # position of transformer_options in the DIFFUSION_MODEL wrapper's args
     has_model_wrapper: bool = True      # ComfyUI runs the forward through a DIFFUSION_MODEL wrapper (`around_model`)
+    # Sequence parallelism: where the image tokens are; None = not supported (`sequence_parallel_refusal` says why).
+    sequence_layout: SequenceLayout | None = None
+    sequence_parallel_refusal: str = "its image tokens' layout in the block loop is not described yet"
 
     def matches(self, diffusion_model: torch.nn.Module) -> bool:
         # By class name along the MRO: subclasses (Wan VACE, camera, ...) share the block loop and its hooks, and

@@ -8,7 +8,7 @@ Hooks used, no forward copied (checked against ComfyUI 0.8.0 and 0.33.0):
 """
 from __future__ import annotations
 
-from .base import BlockKind, FamilyAdapter
+from .base import BlockKind, FamilyAdapter, SequenceLayout
 from .registry import register_adapter
 
 
@@ -18,3 +18,5 @@ class WanAdapter(FamilyAdapter):
     class_names = ("WanModel", "WanDiT")
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.blocks), ("img",)),)
     transformer_options_arg = 5
+    # Video tokens only in self-attention; the text enters through cross-attention (stays whole on every rank).
+    sequence_layout = SequenceLayout(pe_token_dim=1)

@@ -12,12 +12,16 @@ from functools import lru_cache
 import torch
 
 from ..context import StepContext
+from ..parallel.comm import agree_row_means
 
 
 def relative_change(current: torch.Tensor, previous: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per-row mean |current - previous| / mean |previous|: (B, ...) -> (B,) in float32."""
     diff = (current.float() - previous.float()).abs().flatten(1).mean(1)
-    return diff / previous.float().abs().flatten(1).mean(1).clamp_min(eps)
+    ref = previous.float().abs().flatten(1).mean(1)
+    # Under sequence parallelism each rank holds a shard of the tokens: every rank decides from the whole image.
+    diff, ref = agree_row_means(diff, ref, count=current.flatten(1).shape[1])
+    return diff / ref.clamp_min(eps)
 
 
 def to_host(mask: torch.Tensor) -> list[bool]:

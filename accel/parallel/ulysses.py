@@ -1,0 +1,219 @@
+"""Ulysses sequence parallelism (DeepSpeed-Ulysses, Jacobs et al. 2023; USP, Fang & Zhao 2024) as a dit-accel patch.
+
+Every rank runs the same model on its own contiguous shard of the image/video tokens; text tokens stay whole on every
+rank. Outside attention nothing crosses the wire: norms, modulation, FFN and cross-attention onto the text are per
+token. Around each self-attention (or joint text+image attention) one all-to-all turns q, k, v from (B, H, L/P, D)
+into (B, H/P, L, D), the unchanged attention backend (or an inner patch: sparse attention) runs on the whole sequence
+for its head group, and one more all-to-all turns the output back. Where the heads should not be split ("ring" mode;
+"auto" picks it when the heads do not divide by the world size) each rank keeps its queries and every head, and
+gathers the other ranks' keys and values instead: ring attention's volume, without its overlap.
+
+The split happens in `before_blocks` (first patch: every inner patch sees the shard, so block caches keep per-shard
+state and their memory divides by the world size); the gather in `after_blocks` (the host runs it last), so the
+model's head gets every token on every rank.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from ..adapters.base import SequenceLayout
+from ..context import StepContext
+from ..patch import AttentionCall, BlockCall, DiTPatch, RunAttention, RunBlock
+from ..state import RunState
+from . import comm
+
+MODES = ("auto", "ulysses", "ring")
+
+
+@dataclass(frozen=True)
+class SequenceParallelConfig:
+    """world_size: ranks the image tokens are split over (1 = the unpatched model, bit for bit).
+    mode: "ulysses" (all-to-all head split), "ring" (keys/values gathered, every head local), "auto" (ulysses when
+        the attention heads divide by the world size, ring otherwise)."""
+
+    world_size: int = 2
+    mode: str = "auto"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {self.world_size}")
+
+    def mode_for(self, heads: int) -> str:
+        if self.mode != "auto":
+            return self.mode
+        return "ulysses" if heads % self.world_size == 0 else "ring"
+
+
+@dataclass
+class _CallSplit:
+    """This model call's split: every rank's image-token count, and where this block's attention finds its text."""
+
+    sizes: list[int] = field(default_factory=list)
+    text: int = 0          # text tokens in this block's joint attention (0: image-only self-attention)
+    active: bool = False   # inside a block: attention calls of the image tokens get the parallel treatment
+    modes: dict[str, int] = field(default_factory=dict)  # attention calls per mode, for the summary
+
+
+class SequenceParallelPatch(DiTPatch):
+    name = "sequence_parallel"
+
+    def __init__(self, config: SequenceParallelConfig, layout: SequenceLayout):
+        self.config = config
+        self.layout = layout
+
+    def _split(self, run: RunState) -> _CallSplit:
+        return run.data(self.name, _CallSplit)
+
+    def on_run_start(self, run: RunState) -> None:
+        if self.config.world_size > 1:
+            group = comm.enter_run()
+            if group.world != self.config.world_size:
+                comm.leave_run()
+                raise comm.ParallelError(f"the process group has {group.world} ranks but the model asks for "
+                                         f"{self.config.world_size}")
+            run.data(self.name, _CallSplit)
+
+    def on_run_end(self, run: RunState) -> str | None:
+        if self.config.world_size <= 1:
+            return None
+        comm.leave_run()
+        split = self._split(run)
+        calls = ", ".join(f"{n} {mode}" for mode, n in sorted(split.modes.items())) or "none"
+        return (f"{self.name}: {self.config.world_size} ranks, image tokens split {split.sizes or '-'}; "
+                f"attention calls: {calls}")
+
+    # ---- the token split ----------------------------------------------------------------------------------
+    def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
+        if self.config.world_size <= 1:
+            return
+        group = comm.group()
+        split = self._split(run)
+        hidden = call.args[self.layout.image_key]
+        split.sizes = comm.even_split(hidden.shape[1], group.world)
+        start = sum(split.sizes[:group.rank])
+        # In place in the host's args dict: the inner patches' before_blocks and the first block see the shard.
+        call.args[self.layout.image_key] = hidden[:, start:start + split.sizes[group.rank]].contiguous()
+
+    def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
+        if self.config.world_size <= 1:
+            return run_block(call.args)
+        split = self._split(run)
+        rank = comm.group().rank
+        args = dict(call.args)
+        local = split.sizes[rank]
+        layout = self.layout
+        if call.kind in layout.joint_kinds:
+            split.text = args[layout.image_key].shape[1] - local
+        elif layout.text_key is not None and isinstance(args.get(layout.text_key), torch.Tensor):
+            split.text = args[layout.text_key].shape[1]
+        else:
+            split.text = 0
+            text = args.get("txt")
+            if isinstance(text, torch.Tensor) and text.dim() == 3 and text.shape[1] == local:
+                # Self- and cross-attention would look alike (both k lengths equal the shard): refuse, don't guess.
+                raise comm.ParallelError(f"sequence parallelism cannot tell self- from cross-attention when the text "
+                                         f"has as many tokens ({local}) as a rank's image shard; use another "
+                                         f"number of devices or resolution")
+        if layout.pe_key is not None and isinstance(args.get(layout.pe_key), torch.Tensor):
+            args[layout.pe_key] = self._local_pe(args[layout.pe_key], split, rank)
+        split.active = True
+        try:
+            return run_block(args)
+        finally:
+            split.active = False
+
+    def _local_pe(self, pe: torch.Tensor, split: _CallSplit, rank: int) -> torch.Tensor:
+        dim = self.layout.pe_token_dim
+        total = sum(split.sizes)
+        text = pe.shape[dim] - total  # rotary rows of joint text tokens, if the table covers them
+        if text < 0:
+            raise comm.ParallelError(f"the rotary table has {pe.shape[dim]} rows on dim {dim} for {total} image "
+                                     "tokens; the family's SequenceLayout is wrong for this model")
+        start = sum(split.sizes[:rank])
+        image_start = (text if self.layout.text_first else 0) + start
+        image = pe.narrow(dim, image_start, split.sizes[rank])
+        if text == 0:
+            return image
+        txt = pe.narrow(dim, 0 if self.layout.text_first else total, text)
+        return torch.cat([txt, image] if self.layout.text_first else [image, txt], dim=dim)
+
+    def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
+        if self.config.world_size <= 1:
+            return out
+        split = self._split(run)
+        key = self.layout.image_key
+        stream = out[key]
+        local = split.sizes[comm.group().rank]
+        text = stream.shape[1] - local
+        if text == 0:
+            full = comm.gather_along(stream.contiguous(), 1, split.sizes)
+        else:
+            txt, image = self._split_text(stream, text, dim=1)
+            full = self._join_text(txt, comm.gather_along(image.contiguous(), 1, split.sizes), dim=1)
+        return {**out, key: full}
+
+    # ---- attention ------------------------------------------------------------------------------------------
+    def around_attention(self, run: RunState, ctx: StepContext, call: AttentionCall,
+                         run_attention: RunAttention) -> torch.Tensor:
+        if self.config.world_size <= 1:
+            return run_attention(call)
+        split = self._split(run)
+        local = split.sizes[comm.group().rank] if split.sizes else -1
+        tokens = call.q.shape[2]
+        if not split.active or tokens != split.text + local or call.k.shape[2] != tokens:
+            return run_attention(call)  # cross-attention onto the text, or outside the block loop: local
+        mode = self.config.mode_for(call.heads)
+        split.modes[mode] = split.modes.get(mode, 0) + 1
+        if mode == "ring":
+            return self._kv_gather(call, split, run_attention)
+        return self._ulysses(call, split, run_attention)
+
+    def _split_text(self, t: torch.Tensor, text: int, dim: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.layout.text_first:
+            return t.narrow(dim, 0, text), t.narrow(dim, text, t.shape[dim] - text)
+        return t.narrow(dim, t.shape[dim] - text, text), t.narrow(dim, 0, t.shape[dim] - text)
+
+    def _join_text(self, text: torch.Tensor, image: torch.Tensor, dim: int = 2) -> torch.Tensor:
+        if text.shape[dim] == 0:
+            return image
+        return torch.cat([text, image] if self.layout.text_first else [image, text], dim=dim)
+
+    def _ulysses(self, call: AttentionCall, split: _CallSplit, run_attention: RunAttention) -> torch.Tensor:
+        group = comm.group()
+        rank, world = group.rank, group.world
+        heads = comm.even_split(call.heads, world)
+        h0 = [sum(heads[:r]) for r in range(world)]
+        qkv = torch.stack([call.q, call.k, call.v])                     # (3, B, H, T + l, D)
+        text, image = self._split_text(qkv, split.text, dim=3)
+        b, d = call.q.shape[0], call.q.shape[-1]
+        # Sequence split -> head split: rank r receives every rank's tokens of its own head group.
+        received = comm.exchange([image[:, :, h0[r]:h0[r] + heads[r]] for r in range(world)],
+                                 [(3, b, heads[rank], n, d) for n in split.sizes])
+        full = self._join_text(text[:, :, h0[rank]:h0[rank] + heads[rank]], torch.cat(received, dim=3), dim=3)
+        q, k, v = full.unbind(0)
+        out = run_attention(dataclasses.replace(call, q=q, k=k, v=v))  # (B, H/P, T + L, D)
+        out_text, out_image = self._split_text(out, split.text)
+        # Head split -> sequence split; the text rows' heads go to every rank (each keeps the whole text stream).
+        offsets = [sum(split.sizes[:r]) for r in range(world)]
+        local = split.sizes[rank]
+        chunks = [torch.cat([out_image[:, :, offsets[r]:offsets[r] + split.sizes[r]].reshape(-1),
+                             out_text.reshape(-1)]) for r in range(world)]
+        back = comm.exchange(chunks, [((heads[r] * b * (local + split.text) * d),) for r in range(world)])
+        image_parts, text_parts = [], []
+        for r, flat in enumerate(back):
+            n_image = b * heads[r] * local * d
+            image_parts.append(flat[:n_image].view(b, heads[r], local, d))
+            text_parts.append(flat[n_image:].view(b, heads[r], split.text, d))
+        return self._join_text(torch.cat(text_parts, dim=1), torch.cat(image_parts, dim=1))
+
+    def _kv_gather(self, call: AttentionCall, split: _CallSplit, run_attention: RunAttention) -> torch.Tensor:
+        kv = torch.stack([call.k, call.v])                              # (2, B, H, T + l, D)
+        text, image = self._split_text(kv, split.text, dim=3)
+        full = self._join_text(text, comm.gather_along(image.contiguous(), 3, split.sizes), dim=3)
+        k, v = full.unbind(0)
+        return run_attention(dataclasses.replace(call, k=k, v=v))
