@@ -19,7 +19,7 @@ import torch
 from .adapters.base import BlockKind, FamilyAdapter
 from .context import StepContext
 from .patch import AttentionCall, BlockCall, DiTPatch, ModelCall
-from .state import RunState
+from .state import AllocationScope, RunState
 
 log = logging.getLogger("dit_accel")
 
@@ -33,6 +33,9 @@ _OURS = "_dit_accel_previous"   # attribute marking our installed functions; hol
 class AccelHost:
     adapter: FamilyAdapter
     patches: tuple[DiTPatch, ...] = field(default_factory=tuple)
+    # How each run allocates state that outlives a model call (`RunState.persistent`): the ComfyUI bridge sets the
+    # scope that keeps it out of the model compiler's capture; None allocates plainly (plain torch).
+    allocation_scope: AllocationScope | None = None
 
     def __deepcopy__(self, memo) -> "AccelHost":
         # Immutable, and its patches keep no run state: clones of the MODEL (ComfyUI 0.8 deep-copies model_options
@@ -53,11 +56,11 @@ class AccelHost:
             # Per-run state is keyed by the patch's name: two of a kind would overwrite each other's caches.
             raise ValueError(f"this MODEL already has a dit-accel {patch.name!r} node upstream; use one such node "
                              "per model (remove or bypass the other one)")
-        return AccelHost(self.adapter, (patch,) + self.patches if first else self.patches + (patch,))
+        return dataclasses.replace(self, patches=(patch,) + self.patches if first else self.patches + (patch,))
 
     # ---- run lifecycle -------------------------------------------------------------------------------------
     def start_run(self) -> RunState:
-        run = RunState()
+        run = RunState() if self.allocation_scope is None else RunState(allocation_scope=self.allocation_scope)
         for p in self.patches:
             p.on_run_start(run)
         return run

@@ -6,10 +6,14 @@ shape, dtype or device of its rows change (a new resolution or batch size mid-gr
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
+
+# A context manager factory under which tensors that outlive one model call are allocated (see `RunState.persistent`).
+AllocationScope = Callable[[], ContextManager]
 
 
 @dataclass(frozen=True)
@@ -53,29 +57,44 @@ class RunState:
     # Numbers a patch measured over the run (e.g. "attention_sparsity"), kept after close for benchmarks to read.
     metrics: dict[str, float] = field(default_factory=dict)
     closed: bool = False
+    # Where state that outlives one model call is allocated. A captured forward (ComfyUI's model compiler, CUDA
+    # graphs) must not see those allocations; the ComfyUI bridge passes a scope that pauses the capture
+    # (nodes/comfy/allocation.py), plain torch allocates plainly.
+    allocation_scope: AllocationScope = contextlib.nullcontext
+
+    def persistent(self) -> ContextManager:
+        """`with run.persistent():` around allocating per-run state (a tensor kept for later steps or blocks)."""
+        return self.allocation_scope()
+
+    def keep(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A copy of `tensor` allocated as per-run state (outside any captured forward)."""
+        with self.persistent():
+            return tensor.clone()
 
     def data(self, owner: str, factory: Callable[[], Any]) -> Any:
         """Run-wide (not per-stream) data of one patch, created on first use."""
         if owner not in self.patch_data:
-            self.patch_data[owner] = factory()
+            with self.persistent():
+                self.patch_data[owner] = factory()
         return self.patch_data[owner]
 
     def stream_state(self, owner: str, stream_key: str, like: torch.Tensor, factory: Callable[[], Any]) -> Any:
         """The state of `owner` (a patch) for one stream, reset if the stream's tensor signature changed."""
         sig = TensorSignature.of(like)
         entry = self.states.get((owner, stream_key))
-        if entry is None:
-            entry = (sig, factory())
-            self.states[(owner, stream_key)] = entry
-        elif entry[0] != sig:
-            state = entry[1]
-            if hasattr(state, "reset"):
-                state.reset()
-            else:
+        if entry is not None and entry[0] == sig:
+            return entry[1]
+        with self.persistent():
+            if entry is None:
                 state = factory()
-            entry = (sig, state)
-            self.states[(owner, stream_key)] = entry
-        return entry[1]
+            else:
+                state = entry[1]
+                if hasattr(state, "reset"):
+                    state.reset()
+                else:
+                    state = factory()
+        self.states[(owner, stream_key)] = (sig, state)
+        return state
 
     def states_of(self, owner: str) -> list:
         """Every stream state one patch holds this run (for summaries: bytes held, counts)."""

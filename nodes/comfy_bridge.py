@@ -16,6 +16,7 @@ import comfy.patcher_extension
 from ..accel.adapters.registry import adapter_for
 from ..accel.host import HOST_KEY, RUN_KEY, AccelHost
 from ..accel.patch import DiTPatch
+from .comfy.allocation import persistent_allocation
 
 WRAPPER_KEY = "dit_accel"
 
@@ -28,7 +29,8 @@ def apply_patch(model, patch: DiTPatch, first: bool = False):
     adapter = adapter_for(diffusion_model)
     to = patched.model_options.setdefault("transformer_options", {})
     host = to.get(HOST_KEY)
-    host = host.with_patch(patch, first) if isinstance(host, AccelHost) else AccelHost(adapter, (patch,))
+    host = (host.with_patch(patch, first) if isinstance(host, AccelHost)
+            else AccelHost(adapter, (patch,), allocation_scope=persistent_allocation))
     to[HOST_KEY] = host
     host.install(to, diffusion_model)
     for path, obj in adapter.object_patches(diffusion_model).items():  # families without a replacement hook

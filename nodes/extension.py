@@ -4,10 +4,11 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from . import block_cache_node, forecast_node, head_guidance_node, quantize_node, reference_nodes, sparse_attention_node
+from . import multi_gpu_node
 
 # One module per capability, each with a NODES list.
 NODE_MODULES = (block_cache_node, forecast_node, reference_nodes, head_guidance_node, sparse_attention_node,
-                quantize_node)
+                quantize_node, multi_gpu_node)
 
 
 class DiTAccelExtension(ComfyExtension):

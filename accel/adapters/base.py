@@ -101,7 +101,9 @@ class FamilyAdapter:
         to = kwargs.get("transformer_options") or {}
 
         def run_backend(q_, k_, v_):
-            out = backend(q_, k_, v_, heads, *rest_args, skip_reshape=True, skip_output_reshape=True, **rest)
+            # The head count of the tensors handed over, not of the call: a patch may pass a subset of the heads
+            # (sequence parallelism's head groups), and ComfyUI's backends reshape by `heads` even with skip_reshape.
+            out = backend(q_, k_, v_, q_.shape[1], *rest_args, skip_reshape=True, skip_output_reshape=True, **rest)
             return out
 
         bq, bk, bv = (_to_bhld(t, heads, kwargs.get("skip_reshape", False)) for t in (q, k, v))

@@ -12,7 +12,7 @@ Chroma skips the blocks listed in `skip_mmdit` / `skip_dit` without consulting t
 """
 from __future__ import annotations
 
-from .base import BlockKind, FamilyAdapter
+from .base import BlockKind, FamilyAdapter, SequenceLayout
 from .registry import register_adapter
 
 DOUBLE = BlockKind("double", "double_block", lambda m: len(m.double_blocks), ("img", "txt"))
@@ -26,6 +26,8 @@ class FluxAdapter(FamilyAdapter):
     block_kinds = (DOUBLE, SINGLE)
     transformer_options_arg = 7
     attention_kind = "joint"
+    # Rotary table (B, 1, L, ...) over [txt | img]; single blocks carry the joint [txt | img] stream as "img".
+    sequence_layout = SequenceLayout(pe_token_dim=2, text_key="txt", joint_kinds=("single",))
 
 
 @register_adapter

@@ -23,3 +23,5 @@ class HunyuanVideoAdapter(FamilyAdapter):
                    BlockKind("single", "single_block", lambda m: len(m.single_blocks), ("img",)))
     transformer_options_arg = 12
     attention_kind = "joint"
+    sequence_parallel_refusal = ("its joint token order differs between ComfyUI versions and its blocks take per-token "
+                                 "modulation ranges (modulation_dims), which the token split does not map yet")

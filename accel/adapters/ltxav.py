@@ -57,3 +57,5 @@ class LTXAVAdapter(FamilyAdapter):
             return []
         return [] if '"double_block"' in source or "'double_block'" in source else \
             ['patches_replace["dit"][("double_block", i)]']
+    sequence_parallel_refusal = ("its blocks carry a video and an audio stream with rotary pairs and cross-modal "
+                                 "attention, which the token split does not map yet")

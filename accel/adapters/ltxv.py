@@ -23,3 +23,5 @@ class LTXVAdapter(FamilyAdapter):
     def matches(self, diffusion_model) -> bool:
         # LTXAV subclasses LTXVModel but passes (video, audio) tuples through its blocks.
         return type(diffusion_model).__name__ == "LTXVModel"
+    sequence_parallel_refusal = ("its blocks take the rotary table as a (matrix, split) pair and per-token timesteps "
+                                 "and masks, which the token split does not map yet")

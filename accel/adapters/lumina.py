@@ -102,6 +102,8 @@ class LuminaAdapter(FamilyAdapter):
     # NextDiT.forward(x, timesteps, context, num_tokens, attention_mask=None, **kwargs): TO only as a keyword.
     transformer_options_arg = -1
     attention_kind = "joint"
+    sequence_parallel_refusal = ("its layers are patched as model objects over a [caption | image] stream with "
+                                 "per-row padding, which the token split does not map yet")
 
     def missing_hooks(self, model_class: type) -> list[str]:
         try:

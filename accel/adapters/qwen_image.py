@@ -8,7 +8,7 @@ Hooks used, no forward copied (checked against ComfyUI 0.8.0 and 0.33.0):
 """
 from __future__ import annotations
 
-from .base import BlockKind, FamilyAdapter
+from .base import BlockKind, FamilyAdapter, SequenceLayout
 from .registry import register_adapter
 
 
@@ -19,3 +19,4 @@ class QwenImageAdapter(FamilyAdapter):
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img", "txt")),)
     transformer_options_arg = 6
     attention_kind = "joint"
+    sequence_layout = SequenceLayout(pe_token_dim=2, text_key="txt")  # rotary table (B, 1, L, ...) over [txt | img]

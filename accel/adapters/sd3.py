@@ -22,3 +22,5 @@ class SD3Adapter(FamilyAdapter):
     transformer_options_arg = -1
     has_model_wrapper = False
     attention_kind = "joint"
+    sequence_parallel_refusal = ("ComfyUI runs its forward without a DIFFUSION_MODEL wrapper, the hook that hands "
+                                 "each model call to the worker processes")

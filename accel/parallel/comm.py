@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -58,13 +59,9 @@ def group() -> ParallelGroup | None:
     return _GROUP
 
 
-def enter_run() -> ParallelGroup:
+def enter_run() -> None:
     global _RUNS
-    if _GROUP is None:
-        raise ParallelError("sequence parallelism needs its worker processes; this MODEL's run has none (use the "
-                            "DiT Multi-GPU node, or accel.parallel.pool.WorkerPool outside ComfyUI)")
     _RUNS += 1
-    return _GROUP
 
 
 def leave_run() -> None:
@@ -76,13 +73,27 @@ def in_run() -> bool:
     return _GROUP is not None and _RUNS > 0 and _GROUP.world > 1
 
 
+_WIRE = {"seconds": 0.0, "bytes": 0}  # time spent in (and bytes sent by) this process's exchanges, for benchmarks
+
+
+def wire_stats(reset: bool = False) -> dict:
+    """Seconds this rank spent inside all-to-alls (sending, receiving and waiting for slower ranks) and bytes sent."""
+    out = dict(_WIRE)
+    if reset:
+        _WIRE.update(seconds=0.0, bytes=0)
+    return out
+
+
 def exchange(chunks: list[torch.Tensor], recv_shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
     """All-to-all with uneven sizes: `chunks[r]` goes to rank r; returns what each rank sent here, shaped
     `recv_shapes[r]`."""
     send = torch.cat([c.reshape(-1) for c in chunks])
     out_sizes = [math.prod(s) for s in recv_shapes]
     recv = send.new_empty(sum(out_sizes))
+    start = time.perf_counter()
     dist.all_to_all_single(recv, send, out_sizes, [c.numel() for c in chunks])
+    _WIRE["seconds"] += time.perf_counter() - start  # CPU/gloo: synchronous; on CUDA this times the launch only
+    _WIRE["bytes"] += (send.numel() - chunks[_GROUP.rank].numel()) * send.element_size() if _GROUP else 0
     return [part.view(shape) for part, shape in zip(recv.split(out_sizes), recv_shapes)]
 
 

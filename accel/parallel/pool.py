@@ -45,6 +45,10 @@ class PoolConfig:
     devices: tuple[int, ...] = ()
     timeout_s: float = 60.0
     threads: int = 1
+    # A script each worker runs before importing the pack (the ComfyUI boundary uses it to give the worker rank 0's
+    # command-line settings), and environment variables for it.
+    prelude: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def backend(self) -> str:
@@ -80,12 +84,12 @@ class WorkerPool:
         cfg = self.config
         port = _free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-               "OMP_NUM_THREADS": str(cfg.threads)}
+               "OMP_NUM_THREADS": str(cfg.threads), **dict(cfg.env)}
         for rank in range(1, cfg.world_size):
             log_file = tempfile.TemporaryFile()
             device = f"cuda:{(cfg.devices or tuple(range(cfg.world_size)))[rank]}" if cfg.device == "cuda" else "cpu"
-            cmd = [sys.executable, str(WORKER_SCRIPT), str(PACKAGE_ROOT), PACKAGE_NAME, str(rank),
-                   str(cfg.world_size), str(port), cfg.backend, device, str(cfg.timeout_s), str(cfg.threads)]
+            cmd = [sys.executable, str(WORKER_SCRIPT), str(PACKAGE_ROOT), PACKAGE_NAME, str(rank), str(cfg.world_size),
+                   str(port), cfg.backend, device, str(cfg.timeout_s), str(cfg.threads), cfg.prelude or ""]
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file,
                                                env=env))
             self.logs.append(log_file)
@@ -138,15 +142,16 @@ class WorkerPool:
         for proc in self.procs:
             self._write(proc, message)
 
-    def load_model(self, model: torch.nn.Module) -> None:
-        """Give every worker a replica of `model` (skipped when they already hold this very model)."""
+    def load_model(self, model: torch.nn.Module) -> bool:
+        """Give every worker a replica of `model`; False (nothing sent) when they already hold this very model."""
         key = _model_key(model)
         if key == self.model_key:
-            return
+            return False
         skeleton, tensors = skeleton_of(model)
         self.send(("load", skeleton))
         self.collective(lambda: broadcast_tensors(tensors, self._device()), "sending the weights")
         self.model_key = key
+        return True
 
     def _device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if self.config.device == "cuda" else \
@@ -169,22 +174,34 @@ class WorkerPool:
         try:
             return fn()
         except Exception as err:
+            lost = _is_communication_error(err) or any(p.poll() is not None for p in self.procs)
             message = self.failure(what)
-            self.shutdown()
-            raise comm.ParallelError(message) from err
+            self.shutdown()  # the workers wait inside a collective this rank will never join: restart them
+            if lost:
+                raise comm.ParallelError(message) from err
+            raise  # this rank's own error (a model or patch error): the caller sees it as it is
 
     def failure(self, what: str) -> str:
         """A message naming the worker that failed, its exit code and the last lines it wrote."""
         parts = []
         for rank, (proc, log_file) in enumerate(zip(self.procs, self.logs), 1):
             code = proc.poll()
-            if code is None:
-                continue
             log_file.seek(0)
-            tail = log_file.read().decode(errors="replace").strip().splitlines()[-3:]
-            parts.append(f"worker rank {rank} exited with code {code}" + (f": {' | '.join(tail)}" if tail else ""))
-        who = "; ".join(parts) or f"a worker did not answer within {self.config.timeout_s:.0f} s"
+            tail = [line for line in log_file.read().decode(errors="replace").strip().splitlines()
+                    if line.strip()][-3:]
+            state = f"exited with code {code}" if code is not None else "still running"
+            if code is not None or tail:
+                parts.append(f"worker rank {rank} {state}" + (f": {' | '.join(tail)}" if tail else ""))
+        if not any(p.poll() is not None for p in self.procs):
+            parts.insert(0, f"a worker did not answer within {self.config.timeout_s:.0f} s")
+        who = "; ".join(parts)
         return f"DiT Multi-GPU failed {what}: {who}. The workers are stopped; the next run starts new ones."
+
+
+def _is_communication_error(err: Exception) -> bool:
+    # NCCL raises DistError subclasses; gloo raises plain RuntimeErrors that quote its own source path.
+    text = str(err)
+    return isinstance(err, getattr(dist, "DistError", ())) or "gloo" in text or "NCCL" in text or "Timed out" in text
 
 
 def portable_options(transformer_options: dict, drop: tuple[str, ...]) -> dict:

@@ -70,12 +70,10 @@ class SequenceParallelPatch(DiTPatch):
         return run.data(self.name, _CallSplit)
 
     def on_run_start(self, run: RunState) -> None:
+        # The workers may start after this (ComfyUI runs its wrappers in node order): the group is checked at the
+        # first block, where it is first needed.
         if self.config.world_size > 1:
-            group = comm.enter_run()
-            if group.world != self.config.world_size:
-                comm.leave_run()
-                raise comm.ParallelError(f"the process group has {group.world} ranks but the model asks for "
-                                         f"{self.config.world_size}")
+            comm.enter_run()
             run.data(self.name, _CallSplit)
 
     def on_run_end(self, run: RunState) -> str | None:
@@ -92,6 +90,10 @@ class SequenceParallelPatch(DiTPatch):
         if self.config.world_size <= 1:
             return
         group = comm.group()
+        if group is None or group.world != self.config.world_size:
+            raise comm.ParallelError(f"sequence parallelism over {self.config.world_size} ranks, but this process has "
+                                     f"{'no worker processes' if group is None else f'{group.world} ranks'}; use the "
+                                     "DiT Multi-GPU node (or accel.parallel.pool.WorkerPool outside ComfyUI)")
         split = self._split(run)
         hidden = call.args[self.layout.image_key]
         split.sizes = comm.even_split(hidden.shape[1], group.world)
@@ -165,13 +167,20 @@ class SequenceParallelPatch(DiTPatch):
         split = self._split(run)
         local = split.sizes[comm.group().rank] if split.sizes else -1
         tokens = call.q.shape[2]
-        if not split.active or tokens != split.text + local or call.k.shape[2] != tokens:
-            return run_attention(call)  # cross-attention onto the text, or outside the block loop: local
+        # Joint text + image self-attention, or image-only self-attention (SD3.5's second call); anything else
+        # (cross-attention onto the text, refiners outside the block loop) runs locally.
+        if not split.active or call.k.shape[2] != tokens or tokens not in (split.text + local, local):
+            return run_attention(call)
+        text = tokens - local
+        if call.mask is not None and call.mask.shape[-1] == tokens:
+            raise comm.ParallelError("this model passes an attention mask over a rank's own tokens (a padded text "
+                                     "mask); sequence parallelism cannot extend it to every rank's tokens yet. Use "
+                                     "a prompt without padding, or one device")
         mode = self.config.mode_for(call.heads)
         split.modes[mode] = split.modes.get(mode, 0) + 1
         if mode == "ring":
-            return self._kv_gather(call, split, run_attention)
-        return self._ulysses(call, split, run_attention)
+            return self._kv_gather(call, split, text, run_attention)
+        return self._ulysses(call, split, text, run_attention)
 
     def _split_text(self, t: torch.Tensor, text: int, dim: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
         if self.layout.text_first:
@@ -183,13 +192,14 @@ class SequenceParallelPatch(DiTPatch):
             return image
         return torch.cat([text, image] if self.layout.text_first else [image, text], dim=dim)
 
-    def _ulysses(self, call: AttentionCall, split: _CallSplit, run_attention: RunAttention) -> torch.Tensor:
+    def _ulysses(self, call: AttentionCall, split: _CallSplit, text_len: int,
+                 run_attention: RunAttention) -> torch.Tensor:
         group = comm.group()
         rank, world = group.rank, group.world
         heads = comm.even_split(call.heads, world)
         h0 = [sum(heads[:r]) for r in range(world)]
         qkv = torch.stack([call.q, call.k, call.v])                     # (3, B, H, T + l, D)
-        text, image = self._split_text(qkv, split.text, dim=3)
+        text, image = self._split_text(qkv, text_len, dim=3)
         b, d = call.q.shape[0], call.q.shape[-1]
         # Sequence split -> head split: rank r receives every rank's tokens of its own head group.
         received = comm.exchange([image[:, :, h0[r]:h0[r] + heads[r]] for r in range(world)],
@@ -197,23 +207,24 @@ class SequenceParallelPatch(DiTPatch):
         full = self._join_text(text[:, :, h0[rank]:h0[rank] + heads[rank]], torch.cat(received, dim=3), dim=3)
         q, k, v = full.unbind(0)
         out = run_attention(dataclasses.replace(call, q=q, k=k, v=v))  # (B, H/P, T + L, D)
-        out_text, out_image = self._split_text(out, split.text)
+        out_text, out_image = self._split_text(out, text_len)
         # Head split -> sequence split; the text rows' heads go to every rank (each keeps the whole text stream).
         offsets = [sum(split.sizes[:r]) for r in range(world)]
         local = split.sizes[rank]
         chunks = [torch.cat([out_image[:, :, offsets[r]:offsets[r] + split.sizes[r]].reshape(-1),
                              out_text.reshape(-1)]) for r in range(world)]
-        back = comm.exchange(chunks, [((heads[r] * b * (local + split.text) * d),) for r in range(world)])
+        back = comm.exchange(chunks, [((heads[r] * b * (local + text_len) * d),) for r in range(world)])
         image_parts, text_parts = [], []
         for r, flat in enumerate(back):
             n_image = b * heads[r] * local * d
             image_parts.append(flat[:n_image].view(b, heads[r], local, d))
-            text_parts.append(flat[n_image:].view(b, heads[r], split.text, d))
+            text_parts.append(flat[n_image:].view(b, heads[r], text_len, d))
         return self._join_text(torch.cat(text_parts, dim=1), torch.cat(image_parts, dim=1))
 
-    def _kv_gather(self, call: AttentionCall, split: _CallSplit, run_attention: RunAttention) -> torch.Tensor:
+    def _kv_gather(self, call: AttentionCall, split: _CallSplit, text_len: int,
+                   run_attention: RunAttention) -> torch.Tensor:
         kv = torch.stack([call.k, call.v])                              # (2, B, H, T + l, D)
-        text, image = self._split_text(kv, split.text, dim=3)
+        text, image = self._split_text(kv, text_len, dim=3)
         full = self._join_text(text, comm.gather_along(image.contiguous(), 3, split.sizes), dim=3)
         k, v = full.unbind(0)
         return run_attention(dataclasses.replace(call, k=k, v=v))

@@ -1,8 +1,9 @@
 """A worker rank: holds a model replica and runs every model call of a run on its shard of the image tokens.
 
 Started by `pool.WorkerPool` as `python worker.py <pack folder> <package name> <rank> <world> <port> <backend>
-<device> <timeout_s> <threads>`; reads pickled commands from stdin until "exit" or end of file (rank 0 gone). Any
-error is printed to stderr and ends the process: rank 0's next collective then fails with that message.
+<device> <timeout_s> <threads> <prelude script or ''>`; reads pickled commands from stdin until "exit" or end of
+file (rank 0 gone). Any error is printed to stderr and ends the process: rank 0's next collective then fails with that
+message.
 """
 from __future__ import annotations
 
@@ -96,9 +97,17 @@ def _to(obj, device):
 
 
 def main(argv: list[str]) -> int:
-    root, package, rank, world, port, backend, device, timeout_s, threads = argv
+    root, package, rank, world, port, backend, device, timeout_s, threads, prelude = argv
+    import faulthandler
+    import runpy
+    import signal
+
     import torch
+    # `kill -USR1 <pid>` prints where a stuck worker waits (into the log rank 0 quotes in its error).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     torch.set_num_threads(int(threads))
+    if prelude:
+        runpy.run_path(prelude, run_name="dit_accel_worker_prelude")
     _import_package(root, package)
     try:
         serve(package, int(rank), int(world), int(port), backend, device, float(timeout_s))

@@ -39,3 +39,47 @@ def test_close_resets_and_forgets_everything():
     state.n = 3
     run.close()
     assert run.closed and state.n == 0 and not run.states
+
+
+class _Scope:
+    """An allocation scope that records how deep it is entered, and what was created at which depth."""
+
+    def __init__(self):
+        self.depth, self.entered = 0, 0
+
+    def __call__(self):
+        scope = self
+
+        class _Ctx:
+            def __enter__(self):
+                scope.depth += 1
+                scope.entered += 1
+
+            def __exit__(self, *exc):
+                scope.depth -= 1
+
+        return _Ctx()
+
+
+def test_per_run_state_is_made_inside_the_allocation_scope():
+    scope = _Scope()
+    run = RunState(allocation_scope=scope)
+    depths = []
+
+    def factory():
+        depths.append(scope.depth)
+        return Counter()
+
+    run.stream_state("p", "cond", torch.zeros(2), factory)
+    run.stream_state("p", "cond", torch.zeros(2), factory)  # same signature: no new allocation, no scope
+    run.data("p", lambda: depths.append(scope.depth) or {})
+    assert depths == [1, 1] and scope.entered == 2
+    state = run.stream_state("p", "cond", torch.zeros(3), factory)  # new shape: reset inside the scope
+    assert state.resets == 1 and scope.entered == 3
+    kept = run.keep(torch.ones(2))
+    assert torch.equal(kept, torch.ones(2)) and scope.entered == 4 and scope.depth == 0
+
+
+def test_plain_runs_allocate_plainly():
+    run = RunState()
+    assert run.keep(torch.arange(3)).tolist() == [0, 1, 2]

@@ -1,0 +1,127 @@
+"""ComfyUI's side of multi-GPU sampling: the worker pool of this process and the two wrappers that drive it.
+
+  * OUTER_SAMPLE (`MULTI_GPU_KEY`): makes sure the workers run (started on the first run, reused later, restarted
+    when the node's settings change or a worker died), and ends the workers' run in `finally`;
+  * DIFFUSION_MODEL (`MULTI_GPU_KEY`): on a run's first model call hands the workers the loaded (patched) weights
+    and the run's full configuration, then mirrors every call's inputs to them before rank 0 runs it.
+The workers hold a replica until ComfyUI drops the diffusion model (garbage collected) or exits.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import pickle
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import comfy.cli_args
+import comfy.model_patcher
+import comfy.patcher_extension
+
+from ...accel.adapters.registry import adapter_for
+from ...accel.host import CTX_KEY, HOST_KEY, RUN_KEY, AccelHost
+from ...accel.parallel.pool import PoolConfig, WorkerPool, check_devices, portable_options
+from ...accel.parallel.ulysses import SequenceParallelConfig, SequenceParallelPatch
+from ..comfy_bridge import apply_patch
+
+log = logging.getLogger("dit_accel")
+
+MULTI_GPU_KEY = "dit_accel_multi_gpu"      # wrapper key, and the PoolConfig's key in transformer_options
+_RUN_KEY = "dit_accel_multi_gpu_run"      # this run's worker-side progress, in the run's transformer_options
+_OURS = (RUN_KEY, CTX_KEY, HOST_KEY, MULTI_GPU_KEY, _RUN_KEY)
+PRELUDE = str(Path(__file__).with_name("worker_prelude.py"))
+
+_pool: list[WorkerPool] = []   # at most one per process: torch.distributed has one default group
+
+
+@dataclass
+class _WorkerRun:
+    started: bool = False
+
+
+def apply_multi_gpu(model, sequence: SequenceParallelConfig, pool: PoolConfig):
+    """Clone `model` with sequence parallelism over `pool.world_size` ranks; 1 rank returns a plain clone."""
+    if sequence.world_size <= 1:
+        return model.clone()
+    adapter = adapter_for(model.get_model_object("diffusion_model"))
+    if adapter.sequence_layout is None:
+        raise ValueError(f"DiT Multi-GPU does not support the {adapter.name} family yet: "
+                         f"{adapter.sequence_parallel_refusal}")
+    check_devices(pool)
+    settings = base64.b64encode(pickle.dumps(vars(comfy.cli_args.args))).decode()
+    pool = PoolConfig(**{**pool.__dict__, "prelude": PRELUDE, "env": (("DIT_ACCEL_COMFY_ARGS", settings),)})
+    patched = model.clone()
+    wrappers = comfy.patcher_extension.WrappersMP
+    patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, MULTI_GPU_KEY, outer_sample_wrapper)
+    patched.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, MULTI_GPU_KEY, diffusion_model_wrapper)
+    patched = apply_patch(patched, SequenceParallelPatch(sequence, adapter.sequence_layout), first=True)
+    patched.model_options["transformer_options"][MULTI_GPU_KEY] = pool
+    return patched
+
+
+def current_pool(config: PoolConfig) -> WorkerPool:
+    """The process's pool for `config`: reused when alive with the same settings, else (re)started."""
+    if _pool and _pool[0].alive and _pool[0].config == config:
+        return _pool[0]
+    shutdown()
+    _pool.append(WorkerPool(config))
+    return _pool[0]
+
+
+def shutdown() -> None:
+    while _pool:
+        _pool.pop().shutdown()
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    original = guider.model_options
+    config = original.get("transformer_options", {}).get(MULTI_GPU_KEY)
+    if not isinstance(config, PoolConfig):
+        return executor(*args, **kwargs)
+    pool = current_pool(config)
+    guider.model_options = comfy.model_patcher.create_model_options_clone(original)
+    worker_run = _WorkerRun()
+    guider.model_options["transformer_options"][_RUN_KEY] = worker_run
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        guider.model_options = original
+        if worker_run.started and pool.alive:
+            pool.end_run()
+
+
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    slot, to = _options_slot(args, kwargs)
+    worker_run = to.get(_RUN_KEY) if to is not None else None
+    host = to.get(HOST_KEY) if to is not None else None
+    if not isinstance(worker_run, _WorkerRun) or not isinstance(host, AccelHost) or not _pool:
+        return executor(*args, **kwargs)
+    pool = _pool[0]
+    if not worker_run.started:
+        model = executor.class_obj
+        if pool.load_model(model):
+            weakref.finalize(model, _release, pool, pool.model_key)
+        pool.start_run(host.patches)
+        worker_run.started = True
+    sent_args = tuple(None if i == slot else a for i, a in enumerate(args))
+    sent_kwargs = {k: v for k, v in kwargs.items() if k != slot}
+    pool.call(sent_args, sent_kwargs, slot, portable_options(to, _OURS))
+    return pool.collective(lambda: executor(*args, **kwargs), "in a model call")
+
+
+def _options_slot(args: tuple, kwargs: dict) -> tuple[int | str | None, dict | None]:
+    if isinstance(kwargs.get("transformer_options"), dict):
+        return "transformer_options", kwargs["transformer_options"]
+    for i, a in enumerate(args):
+        if isinstance(a, dict) and (HOST_KEY in a or _RUN_KEY in a):
+            return i, a
+    return None, None
+
+
+def _release(pool: WorkerPool, key: tuple) -> None:
+    """ComfyUI dropped the model the workers hold a replica of: stop them (the next run starts fresh ones)."""
+    if _pool and _pool[0] is pool and pool.procs and pool.model_key == key:
+        log.info("dit-accel multi-gpu: model unloaded, stopping the workers")
+        shutdown()

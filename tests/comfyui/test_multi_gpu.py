@@ -1,0 +1,89 @@
+"""DiT Multi-GPU through ComfyUI's own sampler (KSampler's path, CFG 3) with gloo worker processes on the CPU: every
+family's tiny model gives the one-process sample at world size 2 (or the family refuses, saying why), the reference
+model reuses its workers across runs and composes with DiT Block Cache, and one device is the model unchanged."""
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+
+import pytest
+import torch
+from test_family_sampling import SPECS, _patcher, _sample  # noqa: E402  (same tiny models as the block cache's test)
+
+from dit_accel.accel.adapters.registry import adapter_for
+
+
+def _execute(registry, node_id, **kwargs):
+    out = registry[node_id].execute(**kwargs)
+    return out.args if hasattr(out, "args") else out
+
+
+@pytest.fixture(scope="module")
+def workers(node_registry):
+    """The node and the pool module of the pack as ComfyUI loaded it; its workers stop when the module's tests end."""
+    node = node_registry["DiTAccelMultiGPU"]
+    module = importlib.import_module(node.__module__.rsplit(".", 1)[0] + ".comfy.workers")
+    yield module
+    module.shutdown()
+
+
+def _multi(registry, model, count=2, mode="auto"):
+    return _execute(registry, "DiTAccelMultiGPU", model=model, device_count=count, mode=mode, backend="cpu",
+                    timeout_s=60.0)[0]
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_family_two_ranks_equal_one_process(name, node_registry, workers):
+    patcher = _patcher(name)
+    adapter = adapter_for(patcher.get_model_object("diffusion_model"))
+    if adapter.sequence_layout is None:
+        with pytest.raises(ValueError, match=f"does not support the {adapter.name} family yet: .{{20}}"):
+            _multi(node_registry, patcher)
+        return
+    full = _sample(patcher, name)
+    split = _sample(_multi(node_registry, patcher), name)
+    assert torch.allclose(split, full, rtol=1e-4, atol=1e-5), float((split - full).abs().max())
+
+
+def _digits(registry, model, steps=6):
+    import nodes
+    positive = [[torch.cat([_execute(registry, "DiTAccelDigitLabel", digit=str(d))[0][0][0] for d in (3, 8)]), {}]]
+    negative = _execute(registry, "DiTAccelDigitLabel", digit="unconditional")[0]
+    latent = _execute(registry, "DiTAccelDigitEmptyLatent", size=64, batch_size=2)[0]
+    return nodes.common_ksampler(model, 5, steps, 4.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+
+
+def test_reference_model_reuses_its_workers_and_one_device_is_unchanged(node_registry, workers):
+    reference = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    plain = _digits(node_registry, reference)
+    assert torch.equal(_digits(node_registry, _multi(node_registry, reference, count=1)), plain)
+    parallel = _multi(node_registry, reference)
+    first = _digits(node_registry, parallel)
+    pids = [p.pid for p in workers._pool[0].procs]
+    second = _digits(node_registry, parallel)
+    assert [p.pid for p in workers._pool[0].procs] == pids, "the second run started new workers"
+    for out in (first, second):
+        assert (out - plain).abs().max() < 1e-4 * plain.abs().max(), float((out - plain).abs().max())
+
+
+def test_composed_with_the_block_cache_node(node_registry, workers, caplog):
+    def cache(m):
+        return _execute(node_registry, "DiTAccelBlockCache", model=m, speed="custom", threshold=0.3,
+                        gate="first_block", granularity="stack", interval=2, start_percent=0.0, end_percent=1.0,
+                        warmup_steps=1, final_steps=1, max_consecutive=2, forecast_order=2)[0]
+
+    reference = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    with caplog.at_level(logging.INFO, logger="dit_accel"):
+        alone = _digits(node_registry, cache(reference), steps=10)
+        both = _digits(node_registry, cache(_multi(node_registry, reference)), steps=10)
+    counts = [tuple(map(int, m)) for m in re.findall(r"computed (\d+)/(\d+) block evaluations", caplog.text)]
+    assert len(counts) == 2 and counts[0] == counts[1] and counts[0][0] < counts[0][1], counts
+    assert (both - alone).abs().max() < 1e-4 * alone.abs().max(), float((both - alone).abs().max())
+
+
+def test_more_devices_than_visible_is_refused(node_registry):
+    from dit_accel.accel.parallel.comm import ParallelError  # noqa: F401 - same message from either import path
+    with pytest.raises(RuntimeError, match="asks for 16 CUDA devices"):
+        _execute(node_registry, "DiTAccelMultiGPU", model=_patcher("wan"), device_count=16, mode="auto",
+                 backend="cuda")
