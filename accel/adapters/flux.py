@@ -26,6 +26,7 @@ class FluxAdapter(FamilyAdapter):
     block_kinds = (DOUBLE, SINGLE)
     transformer_options_arg = 7
     attention_kind = "joint"
+    img_slice_stale_in = ("double",)  # `img_slice` is written before the single blocks (the joint sequence)
 
 
 @register_adapter

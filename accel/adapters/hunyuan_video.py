@@ -23,3 +23,4 @@ class HunyuanVideoAdapter(FamilyAdapter):
                    BlockKind("single", "single_block", lambda m: len(m.single_blocks), ("img",)))
     transformer_options_arg = 12
     attention_kind = "joint"
+    img_slice_stale_in = ("double",)  # `img_slice` is written before the single blocks (the joint sequence)

@@ -18,3 +18,7 @@ class WanAdapter(FamilyAdapter):
     class_names = ("WanModel", "WanDiT")
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.blocks), ("img",)),)
     transformer_options_arg = 5
+
+    def grid_hint(self, transformer_options: dict) -> tuple[int, ...] | None:
+        grid = transformer_options.get("grid_sizes")  # (frames, height, width) in tokens, written by the forward
+        return tuple(int(g) for g in grid) if grid is not None else None
