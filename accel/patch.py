@@ -20,11 +20,11 @@ class BlockCall:
 
     position: int          # order in the whole block loop (0 .. total-1), across block kinds
     total: int             # blocks in the loop
-    kind: str              # the family's block kind: "block" (Wan), "double"/"single" (Flux), ...
+    kind: str              # the family's block kind (its adapter's BlockKind.kind)
     index: int             # index within its kind
     args: dict             # the family's replacement args (stream tensors under `stream_keys`, plus the rest)
     stream_keys: tuple[str, ...]  # the keys holding the token streams a block returns ("img", or "img" and "txt")
-    layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order ("double", "single")
+    layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order
     # What the family's adapter reads from this call's options: where the image tokens sit in a joint attention
     # sequence, and the image token grid (frames, height, width); None where the model does not say.
     image_span: tuple[int, int] | None = None
