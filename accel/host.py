@@ -95,8 +95,7 @@ class AccelHost:
         to = self.adapter.transformer_options_of(args, kwargs)
         if to is None or to.get(RUN_KEY) is None:
             return executor(*args, **kwargs)
-        x = args[0] if args else kwargs["x"]
-        x = x[0] if isinstance(x, (list, tuple)) else x  # LTXAV: [video, audio]
+        x = self.adapter.model_input(args, kwargs)
         self.begin_call(to, x)
         if not any(p.uses("around_model") for p in self.patches):
             return executor(*args, **kwargs)
@@ -155,6 +154,7 @@ class AccelHost:
         patches = [p for p in self.patches
                    if p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")]
 
+        adapter = self.adapter
         flatten = kind.flatten or (lambda a: a)
         unflatten = kind.unflatten or (lambda a: a)
 
@@ -177,7 +177,8 @@ class AccelHost:
                 return run_real(a)
 
             run.ledger.blocks_total += 1
-            call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys, kinds)
+            call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys, kinds,
+                             image_span=adapter.image_span(kind.kind, to), grid_hint=adapter.grid_hint(to))
             if position == 0:
                 for p in patches:
                     p.before_blocks(run, ctx, call)

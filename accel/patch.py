@@ -20,11 +20,15 @@ class BlockCall:
 
     position: int          # order in the whole block loop (0 .. total-1), across block kinds
     total: int             # blocks in the loop
-    kind: str              # the family's block kind: "block" (Wan), "double"/"single" (Flux), ...
+    kind: str              # the family's block kind (its adapter's BlockKind.kind)
     index: int             # index within its kind
     args: dict             # the family's replacement args (stream tensors under `stream_keys`, plus the rest)
     stream_keys: tuple[str, ...]  # the keys holding the token streams a block returns ("img", or "img" and "txt")
-    layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order ("double", "single")
+    layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order
+    # What the family's adapter reads from this call's options: where the image tokens sit in a joint attention
+    # sequence, and the image token grid (frames, height, width); None where the model does not say.
+    image_span: tuple[int, int] | None = None
+    grid_hint: tuple[int, ...] | None = None
 
     @property
     def hidden(self) -> torch.Tensor:
@@ -74,6 +78,16 @@ class DiTPatch:
     name: str = "patch"
     # Patches that decide the same thing (which work to skip) share a value here; a host takes one of each.
     exclusive: str | None = None
+    # The patch's run-wide data (counters, what a block told the attention hook, ...): a class made with no
+    # arguments on first use in each run, read with `run_data(run)`. Per-stream state goes through
+    # `run.stream_state` instead.
+    run_type: type | None = None
+
+    def run_data(self, run: RunState):
+        """This patch's `run_type` instance for this run (created on first use, dropped when the run closes)."""
+        if self.run_type is None:
+            raise TypeError(f"{type(self).__name__} keeps no run data: set its `run_type`")
+        return run.data(self.name, self.run_type)
 
     def on_run_start(self, run: RunState) -> None:
         """Sampling starts: the run state is fresh."""

@@ -17,9 +17,6 @@ from pathlib import Path
 
 import torch
 
-PACK = Path(__file__).resolve().parents[1]
-
-
 def setup_comfy():
     root = os.environ.get("COMFYUI_PATH")
     if not root:

@@ -81,6 +81,25 @@ class FamilyAdapter:
         """Every block in execution order, as (kind, index within kind)."""
         return [(kind, i) for kind in self.block_kinds for i in range(kind.count(diffusion_model))]
 
+    def model_input(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The DIFFUSION_MODEL wrapper's noisy latent (the tensor whose rows are the call's batch)."""
+        return args[0] if args else kwargs["x"]
+
+    # Block kinds during which ComfyUI's `transformer_options["img_slice"]` belongs to another block kind (Flux and
+    # HunyuanVideo write it before their single blocks only; a double block would read a stale value).
+    img_slice_stale_in: tuple[str, ...] = ()
+
+    def image_span(self, block_kind: str, transformer_options: dict) -> tuple[int, int] | None:
+        """Where this block's image tokens sit in its joint attention sequence, if ComfyUI says so (`img_slice`)."""
+        span = transformer_options.get("img_slice")
+        if span is None or block_kind in self.img_slice_stale_in:
+            return None
+        return int(span[0]), int(span[1])
+
+    def grid_hint(self, transformer_options: dict) -> tuple[int, ...] | None:
+        """The image token grid (frames, height, width) the model reports for this call; None: infer it."""
+        return None
+
     def transformer_options_of(self, args: tuple, kwargs: dict) -> dict | None:
         to = kwargs.get("transformer_options")
         if to is None and len(args) > self.transformer_options_arg >= 0:

@@ -28,6 +28,7 @@ class FluxAdapter(FamilyAdapter):
     attention_kind = "joint"
     # Rotary table (B, 1, L, ...) over [txt | img]; single blocks carry the joint [txt | img] stream as "img".
     sequence_layout = SequenceLayout(pe_token_dim=2, text_key="txt", joint_kinds=("single",))
+    img_slice_stale_in = ("double",)  # `img_slice` is written before the single blocks (the joint sequence)
 
 
 @register_adapter

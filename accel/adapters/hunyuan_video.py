@@ -25,3 +25,4 @@ class HunyuanVideoAdapter(FamilyAdapter):
     attention_kind = "joint"
     sequence_parallel_refusal = ("its joint token order differs between ComfyUI versions and its blocks take per-token "
                                  "modulation ranges (modulation_dims), which the token split does not map yet")
+    img_slice_stale_in = ("double",)  # `img_slice` is written before the single blocks (the joint sequence)

@@ -46,6 +46,10 @@ class LTXAVAdapter(FamilyAdapter):
                              flatten=_flatten, unflatten=_unflatten),)
     transformer_options_arg = 5
 
+    def model_input(self, args: tuple, kwargs: dict):
+        x = super().model_input(args, kwargs)
+        return x[0] if isinstance(x, (list, tuple)) else x  # [video, audio]: the video latent carries the batch
+
     def missing_hooks(self, model_class: type) -> list[str]:
         # The audio-video loop is LTXAV's own method; LTXVModel's video-only loop (which also names "double_block")
         # must not vouch for it, so read only the method the model runs.

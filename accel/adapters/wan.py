@@ -20,3 +20,7 @@ class WanAdapter(FamilyAdapter):
     transformer_options_arg = 5
     # Video tokens only in self-attention; the text enters through cross-attention (stays whole on every rank).
     sequence_layout = SequenceLayout(pe_token_dim=1)
+
+    def grid_hint(self, transformer_options: dict) -> tuple[int, ...] | None:
+        grid = transformer_options.get("grid_sizes")  # (frames, height, width) in tokens, written by the forward
+        return tuple(int(g) for g in grid) if grid is not None else None

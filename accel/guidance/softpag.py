@@ -15,7 +15,6 @@ state (the block cache's residuals) keeps the branch apart from the cond stream 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -251,7 +250,3 @@ class SoftPAGPatch(DiTPatch):
 def branch_options(transformer_options: dict) -> dict:
     """A copy of a call's transformer_options that marks the call as this patch's perturbed branch."""
     return {**transformer_options, BRANCH_KEY: BRANCH}
-
-
-def with_heads(config: SoftPAGConfig, heads) -> SoftPAGConfig:
-    return dataclasses.replace(config, heads=tuple(heads))

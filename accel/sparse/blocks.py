@@ -47,7 +47,7 @@ class Grid:
 
     @classmethod
     def infer(cls, tokens: int, hint: tuple[int, ...] | None = None) -> "Grid":
-        """The grid the model reports (`hint`, e.g. Wan's grid_sizes) if it fits, else the squarest single frame."""
+        """The grid the model reports (`hint`, from the family's adapter) if it fits, else the squarest single frame."""
         if hint is not None and len(hint) == 3 and math.prod(int(x) for x in hint) == tokens:
             return cls(*(int(x) for x in hint))
         if hint is not None and len(hint) == 2 and math.prod(int(x) for x in hint) == tokens:

@@ -151,14 +151,3 @@ def merge(a: SoftmaxCorrection | None, b: SoftmaxCorrection | None) -> SoftmaxCo
     wa, wb = torch.exp(a.shift - shift), torch.exp(b.shift - shift)
     return SoftmaxCorrection(a.numerator * wa.unsqueeze(-1) + b.numerator * wb.unsqueeze(-1),
                              a.denominator * wa + b.denominator * wb, shift)
-
-
-def reorder_rows(c: SoftmaxCorrection | None, order: torch.Tensor | None) -> SoftmaxCorrection | None:
-    """The correction with its query rows in `order` ((L,) or (B, H, L))."""
-    if c is None or order is None:
-        return c
-    if order.dim() == 1:
-        return SoftmaxCorrection(c.numerator.index_select(2, order), c.denominator.index_select(2, order),
-                                 c.shift.index_select(2, order))
-    return SoftmaxCorrection(c.numerator.gather(2, order.unsqueeze(-1).expand(*order.shape, c.numerator.shape[-1])),
-                             c.denominator.gather(2, order), c.shift.gather(2, order))

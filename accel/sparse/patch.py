@@ -14,13 +14,13 @@ line lists which route every call took, so a fallback to the slow torch referenc
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
 from ...kernels.block_sparse import block_sparse_attention, resolve_backend
+from ...kernels.logs import warn_once
 from ..context import StepContext
 from ..patch import AttentionCall, BlockCall, DiTPatch, RunAttention, RunBlock
 from ..state import RunState
@@ -29,9 +29,6 @@ from .blocks import Budget, Grid, gather_tokens, invert, n_blocks
 from .config import SparseAttentionConfig
 from .correction import exact_correction, merge
 from .policies import PolicyInput
-
-log = logging.getLogger("dit_accel")
-_warned: set[str] = set()
 
 KERNEL, REFERENCE = "kernel", "reference fallback"
 WARMUP, LAYER, CROSS, OUTSIDE, SHORT, MASKED = ("dense warm-up", "dense layer", "dense cross-attention",
@@ -52,33 +49,30 @@ class SparseRun:
     image_span: tuple[int, int] | None = None  # ComfyUI's img_slice of the current block, when it gives one
     grid_hint: tuple[int, ...] | None = None
     calibration: Calibration = field(default_factory=Calibration)  # "calibrated" allocation: measured errors
+    # Visited block pairs of the sparse calls, counted on the device (no host sync per call) and read once at the
+    # end of the run; keyed by (query x key token pairs per mask element, device).
+    visited: dict[tuple[float, torch.device], torch.Tensor] = field(default_factory=dict)
     keep: dict[int, int] | None = None  # ... and the keep count per layer position, once allocated
 
 
 class SparseAttentionPatch(DiTPatch):
     name = "sparse_attention"
+    run_type = SparseRun
 
     def __init__(self, config: SparseAttentionConfig = SparseAttentionConfig()):
         self.config = config
         self.policy = config.make_policy()
 
-    def _run(self, run: RunState) -> SparseRun:
-        return run.data(self.name, SparseRun)
-
     # ---- hooks -------------------------------------------------------------------------------------------
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
         # Attention calls carry no block position on every family (SD3, LTX write none) nor the text length of a
         # joint sequence: the block replacement knows both.
-        data = self._run(run)
+        data: SparseRun = self.run_data(run)
         data.position = call.position
         txt = call.args.get("txt")
         if "txt" in call.stream_keys and isinstance(txt, torch.Tensor):
             data.text_tokens = txt.shape[1]
-        to = call.args.get("transformer_options") or {}
-        span = to.get("img_slice")
-        data.image_span = (int(span[0]), int(span[1])) if span is not None and call.kind != "double" else None
-        grid = to.get("grid_sizes")
-        data.grid_hint = tuple(int(g) for g in grid) if grid is not None else None
+        data.image_span, data.grid_hint = call.image_span, call.grid_hint  # the family's adapter read both
         try:
             return run_block(call.args)
         finally:
@@ -86,7 +80,7 @@ class SparseAttentionPatch(DiTPatch):
 
     def around_attention(self, run: RunState, ctx: StepContext, call: AttentionCall,
                          run_attention: RunAttention) -> torch.Tensor:
-        data = self._run(run)
+        data: SparseRun = self.run_data(run)
         cfg = self.config
         if call.kind == "cross":
             data.routes[CROSS] += 1
@@ -105,14 +99,16 @@ class SparseAttentionPatch(DiTPatch):
             if route == WARMUP and cfg.allocation == "calibrated" and ctx.step == cfg.warmup_steps - 1:
                 self._calibrate(data, call, out)
             return out
-        out, done = self._sparse(data, call, span)
+        out, done = self._sparse(run, data, call, span)
         data.work_done += done
         return out
 
     def on_run_end(self, run: RunState) -> str | None:
-        data = self._run(run)
+        data: SparseRun = self.run_data(run)
         if not data.routes:
             return None
+        for (pairs, _), count in data.visited.items():  # host sync: once per run, for the report
+            data.work_done += pairs * int(count)
         sparsity = 1.0 - data.work_done / data.work_total if data.work_total else 0.0
         run.metrics["attention_sparsity"] = sparsity
         run.metrics["estimate_cost"] = data.estimate_work / data.work_total if data.work_total else 0.0
@@ -184,7 +180,10 @@ class SparseAttentionPatch(DiTPatch):
         return cfg.budget if keep is None else Budget(1.0 - keep / blocks)
 
     # ---- the sparse route --------------------------------------------------------------------------------
-    def _sparse(self, data: SparseRun, call: AttentionCall, span: tuple[int, int]) -> tuple[torch.Tensor, float]:
+    def _sparse(self, run: RunState, data: SparseRun, call: AttentionCall,
+                span: tuple[int, int]) -> tuple[torch.Tensor, float]:
+        """The sparse route's output and its dense-counted work (text keys and rows); the image pairs' share is
+        counted on the device, in `data.visited`."""
         cfg = self.config
         q, k, v = call.q, call.k, call.v
         start, end = span
@@ -206,17 +205,17 @@ class SparseAttentionPatch(DiTPatch):
         backend, reason = resolve_backend(qi, ki, vi, layout, cfg.backend)
         if backend == "torch" and cfg.backend == "auto":
             data.fallback_reason = reason
-            if reason not in _warned:
-                _warned.add(reason)
-                log.warning("dit-accel sparse attention: the Triton kernel cannot run here (%s); sparse calls use the "
-                            "torch reference path, which is correct but slower than dense attention", reason)
+            warn_once(f"sparse-fallback:{reason}", "dit-accel sparse attention: the Triton kernel cannot run here "
+                      "(%s); sparse calls use the torch reference path, which is correct but slower than dense "
+                      "attention", reason)
         data.routes[KERNEL if backend == "triton" else REFERENCE] += 1
         out_img = block_sparse_attention(qi, ki, vi, layout, correction, scale, backend=backend)
         if sel.q_order is not None:
             out_img = gather_tokens(out_img, invert(sel.q_order))
         b, h, length, _ = q.shape
         img = end - start
-        done = float(sel.density) * b * h * img * img + b * h * img * (k.shape[2] - img)  # image pairs + text keys
+        self._count_visited(run, data, sel.mask, b * h * img * img)
+        done = float(b * h * img * (k.shape[2] - img))  # text keys
         data.estimate_work += sel.estimate_cost * b * h * img * img
         if start == 0 and end == length:
             return out_img, done
@@ -227,3 +226,13 @@ class SparseAttentionPatch(DiTPatch):
                 out[:, :, t0:t1] = call.backend(q[:, :, t0:t1], k, v)
                 done += float(b * h * (t1 - t0) * k.shape[2])
         return out, done
+
+    @staticmethod
+    def _count_visited(run: RunState, data: SparseRun, mask: torch.Tensor, image_pairs: int) -> None:
+        """Add the visited share of `image_pairs` (the mask's kept blocks) to the run's device-side counter."""
+        key = (image_pairs / mask.numel(), mask.device)
+        count = data.visited.get(key)
+        if count is None:
+            with run.persistent():  # kept for the whole run: outside any captured forward
+                count = data.visited[key] = torch.zeros((), dtype=torch.int64, device=mask.device)
+        count.add_(mask.count_nonzero())

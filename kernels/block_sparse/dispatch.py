@@ -6,22 +6,14 @@ TRITON_INTERPRET=1) and raises with the reason if it cannot run; "torch" forces 
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 
+from ..logs import warn_once
 from .layout import BlockLayout, SoftmaxCorrection
 from .reference import block_sparse_attention_reference, check_inputs
-from .triton_kernel import block_sparse_attention_triton, interpreting, triton_importable, unsupported_reason
+from .triton_kernel import block_sparse_attention_triton, unsupported_reason
 
-log = logging.getLogger("dit_accel")
 BACKENDS = ("auto", "triton", "torch")
-_warned: set[str] = set()
-
-
-def triton_available() -> bool:
-    """Triton imports and has something to run on: a CUDA device, or the interpreter (TRITON_INTERPRET=1)."""
-    return triton_importable() and (torch.cuda.is_available() or interpreting())
 
 
 def resolve_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
@@ -51,7 +43,7 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     if backend == "triton":
         raise RuntimeError(f"backend='triton' cannot run these inputs: {reason}; use backend='auto' to fall back "
                            f"to the torch reference")
-    if backend == "auto" and reason not in _warned:
-        _warned.add(reason)
-        log.warning("dit-accel: block-sparse attention falls back to the torch reference (slow): %s", reason)
+    if backend == "auto":
+        warn_once(f"block-sparse-fallback:{reason}",
+                  "dit-accel: block-sparse attention falls back to the torch reference (slow): %s", reason)
     return block_sparse_attention_reference(q, k, v, layout, correction, scale)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import math
-import os
-import sys
 
 import torch
 
+from ..capability import interpreter_ready, interpreting, triton_importable
 from .layout import BlockLayout, SoftmaxCorrection
 
 LOG2E = 1.4426950408889634
@@ -37,30 +35,12 @@ MIN_BLOCK, MAX_BLOCK = 16, 256
 triton = tl = None  # bound by _import_triton() on the first launch; the kernel body resolves `tl` from here
 
 
-def triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
 def _import_triton() -> None:
     global triton, tl
     if triton is None:
         import triton as _triton
         import triton.language as _tl
         triton, tl = _triton, _tl
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-
-
-def interpreter_ready() -> bool:
-    """TRITON_INTERPRET=1 is set and triton was not already imported without it (then only a new process helps)."""
-    if not interpreting():
-        return False
-    if "triton.language" not in sys.modules:
-        return True
-    from triton.runtime.interpreter import InterpretedFunction
-    return isinstance(sys.modules["triton.language"].zeros, InterpretedFunction)
 
 
 def _pow2_in(x: int, lo: int, hi: int) -> bool:

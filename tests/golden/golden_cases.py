@@ -9,8 +9,8 @@ touch these cases; a refactor that renames a config field updates the builder be
 field added later takes its default, which must keep the old behaviour (the house rule for new knobs).
 
 The shape is small so the whole file stays under 2 MB and a run takes seconds: 2 digits (3 and 7), CFG 4, 12 Euler
-steps on the Wan simple schedule, 16 x 24 latents (8 x 12 image tokens: 6 key blocks of 16, tiles of 4 x 4, a
-non-square grid that only the model's grid hint gets right). Quantization takes the linear layers of two blocks
+steps on the Wan simple schedule, 16 x 24 latents (8 x 12 image tokens: 6 key blocks of 16, tiles of 4 x 4, so the
+static patterns have whole tiles). Quantization takes the linear layers of two blocks
 (2 and 5): the data-free scale search over the whole model would take minutes on a CPU.
 
 Regenerate (refuses to overwrite an existing file unless asked; only after a change that is meant to alter outputs,

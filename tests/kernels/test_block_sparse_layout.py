@@ -9,7 +9,7 @@ import torch
 
 from dit_accel.kernels.block_sparse import (BlockLayout, SoftmaxCorrection, block_sparse_attention, dense_layout,
                                             layout_from_mask, layout_to_mask, random_layout)
-from dit_accel.kernels.block_sparse import dispatch
+from dit_accel.kernels.logs import forget_warnings
 
 
 def test_mask_round_trip_lists_visited_blocks_first_in_ascending_order():
@@ -92,7 +92,7 @@ def test_mismatched_tensors_are_refused():
 
 
 def test_auto_falls_back_with_one_warning_per_reason(monkeypatch, caplog):
-    monkeypatch.setattr(dispatch, "_warned", set())
+    forget_warnings("block-sparse-fallback:")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     q, k, v = _qkv()
     layout = dense_layout(1, 2, 40, 40, 16, 16)

@@ -88,8 +88,8 @@ def test_runs_share_nothing(tiny_wan):
 
 
 def test_fallback_to_the_reference_path_warns_once(tiny_wan, caplog):
-    from dit_accel.accel.sparse import patch as patch_module
-    patch_module._warned.clear()
+    from dit_accel.kernels.logs import forget_warnings
+    forget_warnings("sparse-fallback:")
     with caplog.at_level(logging.WARNING, logger="dit_accel"):
         _, _, summary = _run(tiny_wan, SparseAttentionConfig(policy="pisa", **TINY))
     warnings = [r for r in caplog.records if "torch reference path" in r.getMessage()]

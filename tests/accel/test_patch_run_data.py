@@ -1,0 +1,33 @@
+"""A patch's run-wide data is declared once (`run_type`) and read the same way on every patch (`run_data`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from dit_accel.accel.patch import DiTPatch
+from dit_accel.accel.state import RunState
+
+
+@dataclass
+class Counts:
+    calls: int = 0
+
+
+class Counting(DiTPatch):
+    name = "counting"
+    run_type = Counts
+
+
+def test_run_data_is_one_object_per_run():
+    patch, first, second = Counting(), RunState(), RunState()
+    patch.run_data(first).calls += 2
+    assert patch.run_data(first).calls == 2
+    assert patch.run_data(second).calls == 0  # a new run starts fresh
+    first.close()
+    assert patch.run_data(first).calls == 0  # ... and a closed run dropped its data
+
+
+def test_a_patch_without_run_type_says_so():
+    with pytest.raises(TypeError, match="run_type"):
+        DiTPatch().run_data(RunState())
