@@ -27,14 +27,16 @@ SLOT_HEIGHT = 20
 WIDGET_HEIGHT = 24              # 20 px widget + 4 px spacing
 WIDGETS_PADDING = 8
 NODE_PADDING = 6
-MIN_WIDTH, MIN_WIDGET_WIDTH = 140, 270  # a new node with widgets is 210 px + 60 px of padding for its values
+MIN_WIDTH, MIN_WIDGET_WIDTH = 180, 270  # 140 px cuts titles like "VAE Decode"; 210 + 60 px for widget values
 TITLE_CHAR, LABEL_CHAR = 9.0, 7.5
 COLUMN_GAP, ROW_GAP = 60, 40
-PREVIEW_SIZE = (300, 300)       # room for the 2x2 grid of digits a preview shows after a run
+PREVIEW_SIZE = (340, 220)       # room for a preview's digits side by side after a run
 TEXT_SIZE = (400, 200)          # a multi-line prompt box at the front end's default size
 
 # What running a workflow needs (see the module docstring).
 REFERENCE_ONLY, USER_MODELS = "reference", "yours"
+# The pack's summary line (accel/host.py logs "dit-accel <patch line>"); `done` < `of` shows work was skipped.
+BLOCK_CACHE_LOG = r"dit-accel blockcache .*: computed (?P<done>\d+)/(?P<of>\d+) block evaluations"
 
 
 def node_size(title: str, inputs, outputs, n_widgets: int) -> list[int]:
@@ -122,7 +124,7 @@ def _digit_inputs(g, cell=(0, 2)):
     digit = g.node("DiTAccelDigitLabel", ["3"], [], [("CONDITIONING", "CONDITIONING")], cell, "prompt: digit 3")
     negative = g.node("DiTAccelDigitLabel", ["unconditional"], [], [("CONDITIONING", "CONDITIONING")], cell,
                       "negative: unconditional")
-    latent = g.node("DiTAccelDigitEmptyLatent", [128, 4], [], [("LATENT", "LATENT")], cell,
+    latent = g.node("DiTAccelDigitEmptyLatent", [128, 2], [], [("LATENT", "LATENT")], cell,
                     display="DiT Digit Empty Latent")
     return digit, negative, latent
 
@@ -157,7 +159,7 @@ def reference_with_and_without_acceleration() -> dict:
     return _plain_and_accelerated(
         "DiTAccelBlockCache", ["balanced", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 3, 2],
         "DiT Block Cache (balanced)", "accelerated: DiT Block Cache balanced",
-        (r"dit-accel block_cache: .*blocks computed",))
+        (BLOCK_CACHE_LOG,))
 
 
 def reference_with_head_guidance() -> dict:
@@ -165,7 +167,7 @@ def reference_with_head_guidance() -> dict:
     return _plain_and_accelerated(
         "DiTAccelHeadGuidance", [2.0, 1.0, "reference-digits", 0.0, 0.6, True],
         "DiT Head Guidance (reference-digits preset)", "guided: CFG + DiT Head Guidance",
-        (r"dit-accel head_guidance: ",))
+        (r"dit-accel softpag \(heads .*\): perturbed branch on \d+/\d+ steps",))
 
 
 def reference_with_forecast(method: str):
@@ -174,14 +176,14 @@ def reference_with_forecast(method: str):
         return _plain_and_accelerated(
             "DiTAccelForecast", [method, "balanced", 5, 0.1, 1, 4, "model", 0.0, 1.0, 1, -1],
             f"DiT Forecast ({method}, balanced)", f"accelerated: DiT Forecast {method} balanced",
-            (r"dit-accel forecast: .*computed",))
+            (rf"dit-accel {method} .*: ran (?P<done>\d+)/(?P<of>\d+) model calls",))
     return build
 
 
 def reference_quantize_and_save() -> dict:
     """Quantize the reference model to 4-bit TLQ (LRQ-DiT twin-log codebook), calibrated (GPTQ) on the same prompt
     and latent over 4 steps, sample with it, and save it."""
-    g, model = _reference_graph((r"DiT Quantize .*tlq-w4", r"DiT Save Quantized Model: wrote "))
+    g, model = _reference_graph((r"DiT Quantize \(\w+\): tlq-w4", r"DiT Save Quantized Model: wrote "))
     quant = g.node("DiTAccelQuantize", ["tlq-w4", 64, 4, 4.0],
                    [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                     ("latent", "LATENT")], [("MODEL", "MODEL")], (0, 1), "DiT Quantize (TLQ 4-bit, calibrated)")
@@ -214,7 +216,7 @@ def quantized_file_with_core_loader_and_lora() -> dict:
 def flux_dev_with_block_cache() -> dict:
     """Flux.1-dev text-to-image with the block cache. Flux has no measured preset yet, so `custom` settings: the
     reference model's balanced ones (block gate, at most 2 forecast steps in a row, second-order forecast)."""
-    g = Graph(USER_MODELS, (r"dit-accel block_cache: .*blocks computed",))
+    g = Graph(USER_MODELS, (BLOCK_CACHE_LOG,))
     unet = g.node("UNETLoader", ["flux1-dev.safetensors", "default"], [], [("MODEL", "MODEL")], (0, 0),
                   display="Load Diffusion Model")
     clip = g.node("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"], [],
