@@ -36,6 +36,9 @@ class FamilyAdapter:
     block_kinds: tuple[BlockKind, ...] = ()
     transformer_options_arg: int = -1   # position of transformer_options in the DIFFUSION_MODEL wrapper's args
     has_model_wrapper: bool = True      # ComfyUI runs the forward through a DIFFUSION_MODEL wrapper (`around_model`)
+    # Head layout: where the model keeps its attention heads per block, as attribute paths tried in order (a dotted
+    # path reaches into a submodule, e.g. the first block's when the model itself does not record it).
+    head_count_paths: tuple[str, ...] = ("num_heads",)
 
     def matches(self, diffusion_model: torch.nn.Module) -> bool:
         # By class name along the MRO: subclasses (Wan VACE, camera, ...) share the block loop and its hooks, and
@@ -62,6 +65,18 @@ class FamilyAdapter:
     def block_layout(self, diffusion_model: torch.nn.Module) -> list[tuple[BlockKind, int]]:
         """Every block in execution order, as (kind, index within kind)."""
         return [(kind, i) for kind in self.block_kinds for i in range(kind.count(diffusion_model))]
+
+    def heads_per_layer(self, diffusion_model: torch.nn.Module) -> int | None:
+        """Attention heads of a block's self-attention (what a head index of guidance counts); None when unknown."""
+        for path in self.head_count_paths:
+            value = diffusion_model
+            for part in path.split("."):
+                value = getattr(value, part, None)  # a ModuleList's items are attributes "0", "1", ...
+                if value is None:
+                    break
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     def transformer_options_of(self, args: tuple, kwargs: dict) -> dict | None:
         to = kwargs.get("transformer_options")

@@ -101,6 +101,7 @@ class LuminaAdapter(FamilyAdapter):
                              unflatten=_join_rows),)
     # NextDiT.forward(x, timesteps, context, num_tokens, attention_mask=None, **kwargs): TO only as a keyword.
     transformer_options_arg = -1
+    head_count_paths = ("n_heads",)
     attention_kind = "joint"
 
     def missing_hooks(self, model_class: type) -> list[str]:

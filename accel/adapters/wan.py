@@ -18,3 +18,4 @@ class WanAdapter(FamilyAdapter):
     class_names = ("WanModel", "WanDiT")
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.blocks), ("img",)),)
     transformer_options_arg = 5
+    head_count_paths = ("num_heads", "cfg.num_heads")  # ComfyUI's WanModel; our reference WanDiT's config
