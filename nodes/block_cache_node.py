@@ -20,16 +20,20 @@ class DiTBlockCache(io.ComfyNode):
             node_id="DiTAccelBlockCache",
             display_name="DiT Block Cache",
             category="dit-accel",
-            description="Skips transformer blocks whose input barely moved since they were last computed and reuses "
-                        "their cached residual. Chains with other dit-accel nodes and with core nodes. Logs blocks "
+            description="Skips transformer blocks whose input barely moved since they were last computed and "
+                        "forecasts their residual from the computed steps (TaylorSeer) instead of recomputing it. "
+                        "Chains with other dit-accel nodes and with core nodes. Logs blocks "
                         "computed and the compute speedup after each run, and says so when a schedule is too short "
                         "to cache (few-step distilled models).",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to accelerate (Wan 2.1/2.2 or the reference "
-                                                "model)."),
+                io.Model.Input("model", tooltip="The diffusion model to accelerate (any family dit-accel supports: "
+                                                "Wan, Flux, Chroma, Qwen-Image, HunyuanVideo, SD3, LTX-Video / LTX-2, "
+                                                "Lumina 2 / Z-Image, and the reference model)."),
                 io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
-                               tooltip="quality: ~2.5x, indistinguishable. balanced: ~3.2x, nearly identical. "
-                                       "fast: ~4x, visible changes. custom: use the advanced settings below."),
+                               tooltip="Per-family presets. quality: the fewest skips, closest to the full model. "
+                                       "balanced: more skips, nearly identical. fast: the most skips, visible "
+                                       "changes. The run's log line says the speedup reached. custom: use the "
+                                       "advanced settings below."),
                 io.Float.Input("threshold", default=_DEFAULT.threshold, min=0.0, max=10.0, step=0.01,
                                **ADVANCED, tooltip="custom only: accumulated relative change under which a "
                                                       "block is reused. 0 turns caching off (exact output)."),
@@ -59,8 +63,8 @@ class DiTBlockCache(io.ComfyNode):
                                      "again."),
                 io.Int.Input("forecast_order", default=_DEFAULT.forecast_order, min=0, max=3, **ADVANCED,
                              tooltip="custom only: 0 reuses a skipped block's cached residual; 1-3 forecast it "
-                                     "with a Taylor expansion over the computed steps (TaylorSeer). 2 is best on "
-                                     "the reference model."),
+                                     "with a Taylor expansion over the computed steps (TaylorSeer; the presets use "
+                                     "2)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with block caching attached.")],
         )

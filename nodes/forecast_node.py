@@ -47,7 +47,7 @@ class DiTForecast(io.ComfyNode):
                 io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
                                tooltip="Per-family presets. balanced: the interval and warm-up TaylorSeer's own "
                                        "code uses for the family (Wan / HunyuanVideo: compute at least every 5th "
-                                       "step after 1 warm-up step, ~4x; Flux / Qwen-Image: every 6th after 3); "
+                                       "step after 1 warm-up step; Flux / Qwen-Image: every 6th after 3); "
                                        "quality: 2 steps closer; fast: 2 steps further. Other families borrow Wan's "
                                        "and say so. custom: use `interval` and `warmup_steps` below."),
                 io.Int.Input("interval", default=_DEFAULT.interval, min=1, max=20, **ADVANCED,
@@ -58,7 +58,7 @@ class DiTForecast(io.ComfyNode):
                                tooltip="cg-taylor: how much first-block forecast error is accepted before the rest "
                                        "of the model runs again. 0 computes every step."),
                 io.Int.Input("order", default=_DEFAULT.order, min=0, max=3, **ADVANCED,
-                             tooltip="Taylor order: 0 reuses the last output, 1 (best measured) extrapolates "
+                             tooltip="Taylor order: 0 reuses the last output, 1 (the default) extrapolates "
                                      "linearly, 2-3 use more history."),
                 io.Int.Input("degree", default=_DEFAULT.degree, min=0, max=8, **ADVANCED,
                              tooltip="spectrum / spectrum-plan: degree of the Chebyshev fit over the computed steps."),

@@ -26,8 +26,7 @@ class DiTSparseAttention(io.ComfyNode):
                         "Logs after each run how much attention work was skipped and which route every call took "
                         "(Triton kernel, torch reference fallback, dense).",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan, Flux, Qwen-Image, HunyuanVideo, SD3, "
-                                                "LTX-Video, or the reference model)."),
+                io.Model.Input("model", tooltip="The diffusion model (any family dit-accel supports)."),
                 io.Combo.Input("speed", options=[*LEVELS, CUSTOM], default="balanced",
                                tooltip="quality / balanced / fast: the family's preset (PISA at 50 / 75 / 90% "
                                        "block sparsity). custom: use the settings below."),

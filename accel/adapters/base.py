@@ -54,6 +54,9 @@ class FamilyAdapter:
     # Sequence parallelism: where the image tokens are; None = not supported (`sequence_parallel_refusal` says why).
     sequence_layout: SequenceLayout | None = None
     sequence_parallel_refusal: str = "its image tokens' layout in the block loop is not described yet"
+    # Head layout: where the model keeps its attention heads per block, as attribute paths tried in order (a dotted
+    # path reaches into a submodule, e.g. the first block's when the model itself does not record it).
+    head_count_paths: tuple[str, ...] = ("num_heads",)
 
     def matches(self, diffusion_model: torch.nn.Module) -> bool:
         # By class name along the MRO: subclasses (Wan VACE, camera, ...) share the block loop and its hooks, and
@@ -98,6 +101,18 @@ class FamilyAdapter:
 
     def grid_hint(self, transformer_options: dict) -> tuple[int, ...] | None:
         """The image token grid (frames, height, width) the model reports for this call; None: infer it."""
+        return None
+
+    def heads_per_layer(self, diffusion_model: torch.nn.Module) -> int | None:
+        """Attention heads of a block's self-attention (what a head index of guidance counts); None when unknown."""
+        for path in self.head_count_paths:
+            value = diffusion_model
+            for part in path.split("."):
+                value = getattr(value, part, None)  # a ModuleList's items are attributes "0", "1", ...
+                if value is None:
+                    break
+            if isinstance(value, int) and value > 0:
+                return value
         return None
 
     def transformer_options_of(self, args: tuple, kwargs: dict) -> dict | None:

@@ -45,6 +45,9 @@ class LTXAVAdapter(FamilyAdapter):
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img", "audio"),
                              flatten=_flatten, unflatten=_unflatten),)
     transformer_options_arg = 5
+    # The video stream's heads; the audio stream has its own count (audio_num_attention_heads), and a head index
+    # beyond it is skipped there with a warning.
+    head_count_paths = ("num_attention_heads",)
 
     def model_input(self, args: tuple, kwargs: dict):
         x = super().model_input(args, kwargs)

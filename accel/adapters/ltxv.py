@@ -19,6 +19,7 @@ class LTXVAdapter(FamilyAdapter):
     class_names = ("LTXVModel",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img",)),)
     transformer_options_arg = 5
+    head_count_paths = ("num_attention_heads",)
 
     def matches(self, diffusion_model) -> bool:
         # LTXAV subclasses LTXVModel but passes (video, audio) tuples through its blocks.

@@ -101,6 +101,7 @@ class LuminaAdapter(FamilyAdapter):
                              unflatten=_join_rows),)
     # NextDiT.forward(x, timesteps, context, num_tokens, attention_mask=None, **kwargs): TO only as a keyword.
     transformer_options_arg = -1
+    head_count_paths = ("n_heads",)
     attention_kind = "joint"
     sequence_parallel_refusal = ("its layers are patched as model objects over a [caption | image] stream with "
                                  "per-row padding, which the token split does not map yet")

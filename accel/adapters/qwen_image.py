@@ -18,5 +18,6 @@ class QwenImageAdapter(FamilyAdapter):
     class_names = ("QwenImageTransformer2DModel",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img", "txt")),)
     transformer_options_arg = 6
+    head_count_paths = ("transformer_blocks.0.num_attention_heads",)  # the model class keeps no head count
     attention_kind = "joint"
     sequence_layout = SequenceLayout(pe_token_dim=2, text_key="txt")  # rotary table (B, 1, L, ...) over [txt | img]

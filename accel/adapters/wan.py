@@ -24,3 +24,4 @@ class WanAdapter(FamilyAdapter):
     def grid_hint(self, transformer_options: dict) -> tuple[int, ...] | None:
         grid = transformer_options.get("grid_sizes")  # (frames, height, width) in tokens, written by the forward
         return tuple(int(g) for g in grid) if grid is not None else None
+    head_count_paths = ("num_heads", "cfg.num_heads")  # ComfyUI's WanModel; our reference WanDiT's config

@@ -113,10 +113,69 @@ def layer_scores(layers: int, objective: Objective, progress: bool = True) -> di
             for layer in tqdm(range(layers), desc="layer-level PAG", unit="eval", disable=not progress)}
 
 
-def main(argv: list[str] | None = None) -> int:
+REFERENCE_MODEL = "dit-accel reference digits DiT (Wan 2.1 format, 8 blocks x 2 heads)"
+
+
+def hunt_reference(objective: str = "fd", guidance=None, seeds: int = 1, steps: int = 8,
+                   config: HuntConfig = HuntConfig(), score_layers: bool = True,
+                   given_layer_scores: dict[int, float] | None = None, progress: bool = True) -> dict:
+    """HeadHunter on the bundled reference model: every (layer, head) a candidate, SoftPAG with `guidance`'s
+    settings, `objective` from `reference_objective`. Returns the search record (what `--json` writes); its
+    "found" entry holds the heads, and `preset_from_record` turns it into a preset. `given_layer_scores` (a
+    `--layers-only` run with the same settings) replaces scoring each layer again."""
     from ..adapters.registry import adapter_for
-    from .heads import count_heads
-    from .presets import PRESET_DIR, HeadPreset, save_preset
+    from .reference_objective import ReferenceObjective
+    from .softpag import SoftPAGConfig
+
+    guidance = guidance if guidance is not None else SoftPAGConfig(end_percent=0.6)
+    scorer = ReferenceObjective(objective, guidance, seeds=seeds, steps=steps)
+    model = scorer.model
+    adapter = adapter_for(model)
+    layers, per_layer = len(adapter.block_layout(model)), adapter.heads_per_layer(model)
+    started = time.time()
+    baseline = scorer(())
+    result = hunt([(l, h) for l in range(layers) for h in range(per_layer)], scorer, config, progress=progress,
+                  baseline=baseline)
+    if given_layer_scores is not None:
+        per_layer_scores = dict(given_layer_scores)
+    else:
+        per_layer_scores = layer_scores(layers, scorer, progress=progress) if score_layers else {}
+    record = {"objective": objective, "score_is": SCORE_IS[objective], "settings": asdict(guidance),
+              "search": {"seeds": seeds, "steps": steps, "seed_offset": scorer.seed_offset,
+                         "budget": config.budget, "max_heads": config.max_heads},
+              "model": {"family": adapter.name, "layers": layers, "heads_per_layer": per_layer},
+              "found": result.to_json(), "layer_scores": {str(k): v for k, v in per_layer_scores.items()},
+              "seconds": round(time.time() - started, 1)}
+    if per_layer_scores:
+        best = max(per_layer_scores, key=per_layer_scores.get)
+        record["best_single_layer"] = {"layer": best, "score": per_layer_scores[best]}
+    return record
+
+
+SCORE_IS = {"fd": "minus the Fréchet distance", "confidence": "mean probability of the requested digit"}
+
+
+def found_heads(record: dict) -> tuple[HeadPair, ...]:
+    return normalise(tuple(p) for p in record["found"]["heads"])
+
+
+def preset_from_record(record: dict, name: str, command: str):
+    """The found heads of a `hunt_reference` record as a preset named `name`, citing `command` as its source."""
+    from .presets import HeadPreset
+    extra = {"objective": record["objective"], "score_is": record["score_is"], "search": record["search"],
+             "no_guidance_score": record["found"]["baseline"], "score": record["found"]["score"],
+             "rounds": record["found"]["rounds"], "layer_scores": record["layer_scores"]}
+    if "best_single_layer" in record:
+        extra["best_single_layer"] = record["best_single_layer"]
+    settings = {k: record["settings"][k] for k in ("scale", "alpha", "start_percent", "end_percent")}
+    shape = record["model"]
+    return HeadPreset(name, shape["family"], shape["layers"], shape["heads_per_layer"], found_heads(record),
+                      source=f"found by HeadHunter on the bundled reference model: {command}",
+                      model=REFERENCE_MODEL, settings=settings, extra=extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .presets import PRESET_DIR, save_preset
     from .reference_objective import OBJECTIVES, ReferenceObjective
     from .softpag import SoftPAGConfig
 
@@ -148,57 +207,41 @@ def main(argv: list[str] | None = None) -> int:
 
     guidance = SoftPAGConfig(scale=args.scale, alpha=args.alpha, start_percent=args.start_percent,
                              end_percent=args.end_percent)
-    objective = ReferenceObjective(args.objective, guidance, seeds=args.seeds, steps=args.steps)
-    model = objective.model
-    layers, per_layer = len(adapter_for(model).block_layout(model)), count_heads(model)
-    started = time.time()
-    baseline = objective(())
     if args.layers_only:
-        scores = layer_scores(layers, objective)
+        from ..adapters.registry import adapter_for
+        scorer = ReferenceObjective(args.objective, guidance, seeds=args.seeds, steps=args.steps)
+        baseline = scorer(())
+        scores = layer_scores(len(adapter_for(scorer.model).block_layout(scorer.model)), scorer)
         print(f"no guidance {baseline:.4g}; " + ", ".join(f"layer {k}: {v:.4g}" for k, v in scores.items()))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"objective": args.objective, "settings": asdict(guidance), "baseline": baseline,
                            "layer_scores": {str(k): v for k, v in scores.items()}}, f, indent=2)
         return 0
-    result = hunt([(l, h) for l in range(layers) for h in range(per_layer)], objective,
-                  HuntConfig(args.max_heads, args.budget, 0.0), baseline=baseline)
+    given = None
     if args.layer_scores:
         with open(args.layer_scores) as f:
-            given = json.load(f)
-        if given["settings"] != json.loads(json.dumps(asdict(guidance))) or given["objective"] != args.objective:
+            record = json.load(f)
+        if record["settings"] != json.loads(json.dumps(asdict(guidance))) or record["objective"] != args.objective:
             raise SystemExit(f"{args.layer_scores} was measured with other settings or another objective")
-        per_layer_scores = {int(k): v for k, v in given["layer_scores"].items()}
-    else:
-        per_layer_scores = {} if args.no_layers else layer_scores(layers, objective)
-    best_layer = max(per_layer_scores, key=per_layer_scores.get) if per_layer_scores else None
-    record = {"objective": args.objective, "score_is": "minus the Fréchet distance" if args.objective == "fd"
-              else "mean probability of the requested digit", "settings": asdict(guidance),
-              "search": {"seeds": args.seeds, "steps": args.steps, "seed_offset": objective.seed_offset,
-                         "budget": args.budget, "max_heads": args.max_heads},
-              "found": result.to_json(), "layer_scores": {str(k): v for k, v in per_layer_scores.items()},
-              "seconds": round(time.time() - started, 1)}
-    print(f"HeadHunter ({args.objective}): no guidance {baseline:.4g}; found {format_heads(result.heads) or 'none'} "
-          f"-> {result.score:.4g} in {result.evaluations} evaluations ({result.stopped})")
-    if best_layer is not None:
-        verdict = "beats" if result.score > per_layer_scores[best_layer] else "does not beat"
-        print(f"best single full layer: {best_layer} -> {per_layer_scores[best_layer]:.4g}; the head set {verdict} it")
+        given = {int(k): v for k, v in record["layer_scores"].items()}
+    record = hunt_reference(args.objective, guidance, args.seeds, args.steps, HuntConfig(args.max_heads, args.budget),
+                            score_layers=not args.no_layers, given_layer_scores=given)
+    found = record["found"]
+    print(f"HeadHunter ({args.objective}): no guidance {found['baseline']:.4g}; found "
+          f"{format_heads(found_heads(record)) or 'none'} -> {found['score']:.4g} in {found['evaluations']} "
+          f"evaluations ({found['stopped']})")
+    if "best_single_layer" in record:
+        best = record["best_single_layer"]
+        verdict = "beats" if found["score"] > best["score"] else "does not beat"
+        print(f"best single full layer: {best['layer']} -> {best['score']:.4g}; the head set {verdict} it")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=2)
-    if args.name and result.heads:
-        extra = {"objective": record["objective"], "score_is": record["score_is"], "search": record["search"],
-                 "no_guidance_score": baseline, "score": result.score,
-                 "rounds": record["found"]["rounds"], "layer_scores": record["layer_scores"]}
-        if best_layer is not None:
-            extra["best_single_layer"] = {"layer": best_layer, "score": per_layer_scores[best_layer]}
-        settings = {k: getattr(guidance, k) for k in ("scale", "alpha", "start_percent", "end_percent")}
-        preset = HeadPreset(args.name, adapter_for(model).name, layers, per_layer, result.heads,
-                            source="found by HeadHunter on the bundled reference model: python -m "
-                                   "dit_accel.accel.guidance.headhunter " + _command_line(argv or []),
-                            model="dit-accel reference digits DiT (Wan 2.1 format, 8 blocks x 2 heads)",
-                            settings=settings, extra=extra)
-        print(f"saved preset {args.name!r} to {save_preset(preset, PRESET_DIR)}")
+    if args.name and found["heads"]:
+        command = "python -m dit_accel.accel.guidance.headhunter " + _command_line(argv or [])
+        path = save_preset(preset_from_record(record, args.name, command), PRESET_DIR)
+        print(f"saved preset {args.name!r} to {path}")
     elif args.name:
         print("nothing saved: no head improved the objective")
     return 0

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 
-import torch
-
 ALL_HEADS = None  # the head of a pair that selects every head of its layer
 
 HeadPair = tuple[int, "int | None"]
@@ -68,13 +66,3 @@ def by_layer(pairs) -> dict[int, tuple[int, ...] | None]:
         elif layer not in out or out[layer] is not None:
             out[layer] = tuple(sorted({*(out.get(layer) or ()), head}))
     return out
-
-
-def count_heads(diffusion_model: torch.nn.Module) -> int | None:
-    """Attention heads per layer, read from the attribute each family keeps it in; None when none is found."""
-    for owner in (diffusion_model, getattr(diffusion_model, "params", None), getattr(diffusion_model, "cfg", None)):
-        for name in ("num_heads", "num_attention_heads", "heads"):
-            value = getattr(owner, name, None) if owner is not None else None
-            if isinstance(value, int) and value > 0:
-                return value
-    return None

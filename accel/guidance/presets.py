@@ -9,6 +9,10 @@ A preset file:
      "settings": {"scale": 2.0, "alpha": 1.0, "start_percent": 0.0, "end_percent": 1.0},  # found with these
      "source": "...",                             # how it was found (command) or the paper/code it is cited from
      ...}                                         # anything else (objective, scores) is kept as is
+
+`choose_heads` turns what a user typed (a preset name, a 'layer:head' list, or `auto`) into heads for the model in
+hand; `auto` never fails: a preset measured on this model's shape where one ships, else every head of the middle
+layer (layer-level PAG, the baseline the head-level methods are compared with).
 """
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .heads import ALL_HEADS, HeadPair, HeadSpecError, normalise, validate_heads
+from .heads import ALL_HEADS, HeadPair, HeadSpecError, normalise, parse_heads, validate_heads
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+AUTO = "auto"  # the heads setting that picks a measured preset for the model, or the layer-level default
 _SETTINGS = ("scale", "alpha", "start_percent", "end_percent")
 
 
@@ -93,3 +98,76 @@ def save_preset(preset: HeadPreset, directory: Path = PRESET_DIR) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(preset.to_json(), indent=2) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    """The heads a setting resolved to on one model, the settings a preset was found with, and where they came
+    from (said in the run's log line)."""
+
+    heads: tuple[HeadPair, ...]
+    settings: dict
+    source: str
+
+
+def matching_presets(family: str, layers: int, heads_per_layer: int | None,
+                     directory: Path = PRESET_DIR) -> list[HeadPreset]:
+    """The shipped presets measured on a model of this family and shape (a preset says it in its fields)."""
+    out = []
+    for name in preset_names(directory):
+        preset = load_preset(name, directory)
+        try:
+            preset.check_model(family, layers, heads_per_layer)
+        except HeadSpecError:
+            continue
+        out.append(preset)
+    return out
+
+
+def middle_layer_heads(layers: int) -> tuple[HeadPair, ...]:
+    """The default where no preset is measured: every head of the middle block (layer-level PAG). The head-level
+    paper's baseline is PAG on whole layers; a middle layer sits apart from the first blocks (closest to the
+    patch embedding) and the last ones (closest to the output), where identity attention disturbs most."""
+    return ((layers // 2, ALL_HEADS),)
+
+
+def choose_heads(text: str, family: str, layers: int, heads_per_layer: int | None,
+                 directory: Path = PRESET_DIR) -> HeadChoice:
+    """Heads for a model of `family` with `layers` blocks from a preset name, a 'layer:head' list or `auto`.
+
+    Raises HeadSpecError naming the fix for a list outside the model or a preset measured on another model; `auto`
+    never raises.
+    """
+    name = text.strip()
+    if name in ("", AUTO):
+        found = matching_presets(family, layers, heads_per_layer, directory)
+        if found:
+            return HeadChoice(found[0].heads, dict(found[0].settings),
+                              f"preset {found[0].name!r}, measured on a model of this shape "
+                                                                f"({found[0].model or family})")
+        heads = middle_layer_heads(layers)
+        return HeadChoice(heads, {}, f"no preset measured for a {family} model with {layers} blocks: every head of "
+                                     f"the middle block {heads[0][0]} (layer-level PAG)")
+    if name in preset_names(directory):
+        preset = load_preset(name, directory)
+        preset.check_model(family, layers, heads_per_layer)
+        return HeadChoice(preset.heads, dict(preset.settings), f"preset {name!r}")
+    if not any(ch.isdigit() for ch in name):
+        shipped = ", ".join(preset_names(directory)) or "none shipped"
+        raise HeadSpecError(f"heads {name!r} is neither {AUTO!r}, a preset ({shipped}) nor a 'layer:head' list such "
+                            "as '3:1, 5:0'")
+    heads = parse_heads(name)
+    validate_heads(heads, layers, heads_per_layer)
+    return HeadChoice(heads, {}, "heads as given")
+
+
+def guidance_for_model(heads: str, diffusion_model, settings: dict, use_preset_settings: bool = False):
+    """(SoftPAGConfig, how its heads were chosen) for `diffusion_model` from the heads setting and the guidance
+    settings (scale, alpha, start_percent, end_percent); with `use_preset_settings` a preset's own settings win."""
+    from ..adapters.registry import adapter_for
+    from .softpag import SoftPAGConfig
+    adapter = adapter_for(diffusion_model)
+    choice = choose_heads(heads, adapter.name, len(adapter.block_layout(diffusion_model)),
+                          adapter.heads_per_layer(diffusion_model))
+    merged = {**settings, **choice.settings} if use_preset_settings else dict(settings)
+    return SoftPAGConfig(heads=choice.heads, **merged), choice.source

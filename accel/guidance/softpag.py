@@ -122,9 +122,10 @@ class SoftPAGPatch(DiTPatch):
 
     name = "softpag"
 
-    def __init__(self, config: SoftPAGConfig):
+    def __init__(self, config: SoftPAGConfig, heads_source: str = ""):
         self.config = config
         self.layers = by_layer(config.heads)
+        self.heads_source = heads_source  # how the heads were chosen, for the summary line
 
     def _data(self, run: RunState) -> SoftPAGRun:
         return run.data(self.name, SoftPAGRun)
@@ -231,10 +232,11 @@ class SoftPAGPatch(DiTPatch):
         per_step = extra * (data.total_steps / guided) if guided and data.total_steps else 0.0
         run.metrics["guidance_extra_cost"] = extra
         run.metrics["guidance_steps"] = guided
-        line = (f"softpag (heads {format_heads(cfg.heads)}, alpha {cfg.alpha:g}, scale {cfg.scale:g}): perturbed "
-                f"branch on {guided}/{data.total_steps or '?'} steps, {data.prefix_reused} of them starting at layer "
-                f"{cfg.first_layer} from the cond pass; extra transformer cost +{extra:.0%} of CFG alone over the run "
-                f"(+{per_step:.0%} on a guided step; a layer-level PAG pass costs +50% with CFG)")
+        source = f" [{self.heads_source}]" if self.heads_source else ""
+        line = (f"softpag (heads {format_heads(cfg.heads)}{source}, alpha {cfg.alpha:g}, scale {cfg.scale:g}): "
+                f"perturbed branch on {guided}/{data.total_steps or '?'} steps, {data.prefix_reused} of them starting "
+                f"at layer {cfg.first_layer} from the cond pass; extra transformer cost +{extra:.0%} of CFG alone over "
+                f"the run (+{per_step:.0%} on a guided step; a layer-level PAG pass costs +50% with CFG)")
         if cfg.off:
             line += ". Guidance is off at this setting: outputs equal the unpatched model."
         elif guided and data.perturbed_calls == 0:

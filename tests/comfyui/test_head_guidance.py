@@ -58,9 +58,8 @@ def test_heads_outside_the_model_are_refused_naming_the_range(node_registry, ref
 
 
 def test_shipped_preset_loads_on_the_reference_model(node_registry, reference):
-    from dit_accel.nodes.head_guidance_node import DEFAULT_PRESET
-    guided = _execute(node_registry, "DiTAccelHeadGuidance", model=reference, **{**SETTINGS, "heads": DEFAULT_PRESET},
-                      use_preset_settings=True)[0]
+    guided = _execute(node_registry, "DiTAccelHeadGuidance", model=reference,
+                      **{**SETTINGS, "heads": "reference-digits"}, use_preset_settings=True)[0]
     assert guided is not reference
 
 

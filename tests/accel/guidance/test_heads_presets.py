@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from dit_accel.accel.guidance.heads import (ALL_HEADS, HeadSpecError, by_layer, count_heads, format_heads,
-                                            parse_heads, validate_heads)
-from dit_accel.accel.guidance.presets import (HeadPreset, from_json, load_preset, preset_names, save_preset)
+from dit_accel.accel.adapters.registry import adapter_for
+from dit_accel.accel.guidance.heads import ALL_HEADS, HeadSpecError, by_layer, format_heads, parse_heads, validate_heads
+from dit_accel.accel.guidance.presets import (AUTO, HeadPreset, choose_heads, from_json, guidance_for_model,
+                                              load_preset, preset_names, save_preset)
 
 
 def test_parse_heads_reads_pairs_and_whole_layers():
@@ -31,8 +32,8 @@ def test_validation_names_the_valid_range():
         validate_heads(parse_heads("3:2"), layers=8, heads_per_layer=2)
 
 
-def test_count_heads_reads_the_model(tiny_wan):
-    assert count_heads(tiny_wan) == tiny_wan.cfg.num_heads == 2
+def test_the_adapter_reads_the_models_heads_per_layer(tiny_wan):
+    assert adapter_for(tiny_wan).heads_per_layer(tiny_wan) == tiny_wan.cfg.num_heads == 2
 
 
 def _preset_json(**changes) -> dict:
@@ -85,3 +86,37 @@ def test_every_shipped_preset_loads_and_cites_its_source():
     for name in names:
         preset = load_preset(name)
         assert isinstance(preset, HeadPreset) and preset.source.strip()
+
+
+def test_auto_picks_the_preset_measured_on_this_model_shape(tmp_path):
+    save_preset(from_json(_preset_json()), tmp_path)
+    choice = choose_heads(AUTO, "wan", 8, 2, tmp_path)
+    assert choice.heads == ((3, 1), (6, ALL_HEADS)) and choice.settings == {"scale": 2.0, "alpha": 0.5}
+    assert "preset 'p'" in choice.source
+
+
+@pytest.mark.parametrize("family,layers,heads", [("wan", 30, 12), ("wan", 8, 4), ("flux", 57, 24), ("sd3", 3, None)])
+def test_auto_never_fails_elsewhere_and_takes_the_middle_layer(tmp_path, family, layers, heads):
+    save_preset(from_json(_preset_json()), tmp_path)  # a wan 8 x 2 preset that fits none of these
+    choice = choose_heads(AUTO, family, layers, heads, tmp_path)
+    assert choice.heads == ((layers // 2, ALL_HEADS),) and choice.settings == {}
+    assert f"no preset measured for a {family} model with {layers} blocks" in choice.source
+    assert choose_heads("", family, layers, heads, tmp_path).heads == choice.heads
+
+
+def test_a_named_preset_for_another_model_is_still_refused(tmp_path):
+    save_preset(from_json(_preset_json()), tmp_path)
+    with pytest.raises(HeadSpecError, match="found on a wan model with 8 layers x 2 heads.*this model is wan with 30"):
+        choose_heads("p", "wan", 30, 12, tmp_path)
+    with pytest.raises(HeadSpecError, match="neither 'auto', a preset \\(p\\)"):
+        choose_heads("nope", "wan", 8, 2, tmp_path)
+    assert choose_heads("1:0, 2:*", "wan", 3, 2, tmp_path).source == "heads as given"
+
+
+def test_guidance_for_a_model_reads_its_shape_through_the_adapter(tiny_wan):
+    settings = dict(scale=1.0, alpha=0.5, start_percent=0.0, end_percent=1.0)
+    config, source = guidance_for_model(AUTO, tiny_wan, settings)
+    assert config.heads == ((1, ALL_HEADS),) and "middle block 1" in source  # 3 blocks: no shipped preset fits
+    assert (config.scale, config.alpha, config.end_percent) == (1.0, 0.5, 1.0)
+    with pytest.raises(HeadSpecError, match="this model is wan with 3 layers"):
+        guidance_for_model("reference-digits", tiny_wan, settings)
