@@ -16,5 +16,6 @@ from .registry import register_adapter
 class WanAdapter(FamilyAdapter):
     name = "wan"
     class_names = ("WanModel", "WanDiT")
+    block_prefixes = ("blocks",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.blocks), ("img",)),)
     transformer_options_arg = 5
