@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dit_accel.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="reference", choices=MODELS, help="the model to benchmark")
-    p.add_argument("--method", help="the method to compare with the full model (see --list)")
+    p.add_argument("--method", help="the method(s) to compare with the full model, comma-separated: one run, the "
+                                    "same seeds for all (see --list)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (Euler, simple schedule, shift 8)")
     p.add_argument("--seeds", type=int, default=8, help="seeds; each samples one image per digit")
     p.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale")
@@ -38,10 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.method:
         p.error("--method is required (or --list)")
     settings = BenchSettings(steps=args.steps, seeds=args.seeds, cfg=args.cfg, device=args.device)
-    results, _ = compare([args.method], settings, progress=not args.quiet)
-    result = results[0]
-    print(format_table(results, full=result), file=sys.stderr)
-    text = json.dumps(result, indent=2)
+    names = [m for m in args.method.split(",") if m]
+    skipped = {}
+    for name in names:
+        why = METHODS[name].unavailable() if name in METHODS and METHODS[name].unavailable else None
+        if why:
+            skipped[name] = why
+            print(f"skipped {name}: {why}", file=sys.stderr)
+    results, _ = compare([m for m in names if m not in skipped], settings, progress=not args.quiet)
+    if results:
+        print(format_table(results, full=results[0]), file=sys.stderr)
+    results += [{"method": m, "skipped": why} for m, why in skipped.items()]
+    # One method: its result (the format before several could be compared in one run); several: the list.
+    text = json.dumps(results[0] if len(names) == 1 else results, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")

@@ -26,6 +26,8 @@ class BenchMethod:
     post_cfg: Callable[[int], Callable[[dict], torch.Tensor]] | None = None
     # (full model, method's model) -> extra result fields (e.g. {"weight_bytes_ratio": ...})
     report: Callable[[torch.nn.Module, torch.nn.Module], dict] | None = None
+    # () -> why the method cannot run here (e.g. an optional library is missing), or None; such rows are skipped
+    unavailable: Callable[[], str | None] | None = None
 
 
 METHODS: dict[str, BenchMethod] = {}

@@ -17,4 +17,7 @@ class DiTAccelExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> DiTAccelExtension:
+    # Once, when ComfyUI loads the pack (never as an import side effect): the TLQ layouts and the one wrapped core
+    # loader function that lets UNETLoader read TLQ files (see nodes/quant_layout.py).
+    quantize_node.quant_layout.install()
     return DiTAccelExtension()

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..accel.quant.serialize import CODEBOOK_FORMATS, codebook_format, encode_layer_conf
+from ..accel.quant.serialize import encode_layer_conf
+from ..accel.quant.tlq_format import FORMATS as CODEBOOK_FORMATS, TLQFormat, format_name as codebook_format
 from ..accel.quant.twin_log import make_codebook, quantize_groups
-from ..kernels.quant import codebook_linear, pack_codes, plane_widths
+from ..kernels.quant import codebook_linear, pack_codes
 from ..kernels.quant.packing import PLANES
 from ..kernels.quant.reference import dequantize_codebook
 
@@ -191,34 +192,22 @@ def _layer_conf(state_dict: dict, prefix: str) -> dict | None:
 def _load_tlq(module, conf: dict, state_dict: dict, prefix: str, compute_dtype: torch.dtype) -> list[str]:
     """Pop one TLQ layer's tensors and set `module.weight` to a QuantizedTensor; returns the keys it consumed."""
     from comfy.quant_ops import QuantizedTensor, get_layout_class
-    layer = prefix[:-1]
-    bits = int(conf.get("bits", CODEBOOK_FORMATS[conf["format"]]))
-    group = int(conf["group_size"])
+    tlq = TLQFormat.from_conf(conf)
     n, k = module.out_features, module.in_features
     device = module.factory_kwargs.get("device") if hasattr(module, "factory_kwargs") else None
-    widths = plane_widths(bits)
-    expected = {"weight": (n, k * widths[0] // 8), "weight_scale": (n, k // group), "weight_codebook": (2 ** bits,)}
-    if len(widths) > 1:
-        expected["weight_plane1"] = (n, k * widths[1] // 8)
-    tensors = {}
-    for name, shape in expected.items():
-        t = state_dict.pop(f"{prefix}{name}", None)
-        if t is None:
-            raise ValueError(f"TLQ layer {layer}: the file has no '{prefix}{name}' (re-save it with DiT Save "
-                             "Quantized Model)")
-        if tuple(t.shape) != shape:
-            raise ValueError(f"TLQ layer {layer} does not fit the model: '{prefix}{name}' has shape "
-                             f"{tuple(t.shape)}, this {n}x{k} layer needs {shape}")
-        tensors[name] = t if device is None else t.to(device)
-    layout = get_layout_class(layout_name(bits))
-    params = layout.Params(scale=tensors["weight_scale"], orig_dtype=compute_dtype, orig_shape=(n, k),
-                           codebook=tensors["weight_codebook"].float(), plane1=tensors.get("weight_plane1"),
-                           group_size=group)
+    names = list(tlq.shapes(n, k))
+    tensors = {name: state_dict.pop(f"{prefix}{name}", None) for name in names}
+    planes, scale, codebook = tlq.decode(tensors, n, k, prefix[:-1])
+    if device is not None:
+        planes, scale, codebook = [p.to(device) for p in planes], scale.to(device), codebook.to(device)
+    layout = get_layout_class(layout_name(tlq.bits))
+    params = layout.Params(scale=scale, orig_dtype=compute_dtype, orig_shape=(n, k), codebook=codebook.float(),
+                           plane1=planes[1] if len(planes) > 1 else None, group_size=tlq.group)
     module.quant_format = conf["format"]
-    module.layout_type = layout_name(bits)
-    module.weight = torch.nn.Parameter(QuantizedTensor(tensors["weight"].to(torch.uint8), module.layout_type,
-                                                       params), requires_grad=False)
-    return [f"{prefix}{name}" for name in expected]
+    module.layout_type = layout_name(tlq.bits)
+    module.weight = torch.nn.Parameter(QuantizedTensor(planes[0].to(torch.uint8), module.layout_type, params),
+                                       requires_grad=False)
+    return [f"{prefix}{name}" for name in names]
 
 
 def _core_supports_weight_only() -> bool:

@@ -1,20 +1,21 @@
 """The "DiT Quantize" and "DiT Save Quantized Model" nodes: quantized weights inside ComfyUI's own system.
 
-The quantize node writes the diffusion model's block linears in ComfyUI's per-layer `comfy_quant` format and builds
-the model with ComfyUI's own loader (`comfy.sd.load_diffusion_model_state_dict`, what UNETLoader calls), so the
-result is an ordinary ComfyUI model: core's quantized tensors, core's LoRA patching, offloading and dynamic VRAM.
-The save node writes that model's state dict (ComfyUI's own serialisation) to safetensors with our versioned
+The quantize node writes the diffusion model's block linears (the block lists its family adapter names) in
+ComfyUI's per-layer `comfy_quant` format and builds the model with ComfyUI's own loader (`nodes/comfy/loader.py`),
+so the result is an ordinary ComfyUI model: core's quantized tensors, core's LoRA patching, offloading and dynamic
+VRAM. The save node writes that model's state dict (ComfyUI's own serialisation) to safetensors with our versioned
 header, and UNETLoader loads the file back.
 
 Formats (a registry, SCHEMES):
   * tlq-w3 / tlq-w4 / tlq-w6 / tlq-w8: LRQ-DiT twin-log codebook weights with per-group fp16 scales (W*A16).
-    `quant_layout.py` (imported here, so at pack import) registers their layouts and `QUANT_ALGOS` entries and
-    lets UNETLoader read them; loading such a file needs the pack installed.
+    `quant_layout.py` registers their layouts (once, from the pack's entry point) and lets UNETLoader read them;
+    loading such a file needs the pack installed.
+  * w4a8-core: ComfyUI core's own asym_w4a8_int8 format (0.33+) with the stored values chosen by our quantizer
+    (`accel/quant/core_w4a8.py`); loads in plain ComfyUI.
   * w8a8-convrot: INT8 W8A8 with ConvRot (core's "int8_tensorwise", ComfyUI 0.27+); loads in plain ComfyUI. A
     ComfyUI without INT8 (0.8.0) gets one warning and core's fp8 e4m3 weights instead.
 Calibration (optional inputs: a prompt and a latent): a few Euler steps through core's sampler record each block
-linear's input statistics, and the TLQ schemes then round with GPTQ error compensation (same file format).
-Not offered yet: LRQ's calibrated adaptive rotation and W4A8 (they need an activation-side layout; bench only).
+linear's input statistics, and the schemes that calibrate then round with GPTQ error compensation (same format).
 """
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ from typing import Callable
 from comfy_api.latest import io
 
 from ..accel.quant import Int8Config, QuantConfig, WeightOnlyConfig
-from ..accel.quant.api import Progress, default_filter
+from ..accel.quant.api import layer_filter_for, target_weight_names
+from ..accel.quant.config import CoreW4A8Config
 from ..accel.quant.serialize import HEADER_KEY, fp8_state_dict, header, quantize_state_dict
 from . import quant_layout
+from .comfy import loader
 from .quant_calibration import calibrate
 from .compat import ADVANCED
 
@@ -43,25 +46,30 @@ class Scheme:
     config: Callable[[int], QuantConfig]  # group size -> config
     needs_pack: bool  # True: loading the file needs dit-accel's TLQ layouts
     calibrates: bool  # True: a connected calibration prompt turns on GPTQ error compensation
+    core_format: str | None = None  # the QUANT_ALGOS entry ComfyUI needs to load the file without the pack
 
 
 SCHEMES: dict[str, Scheme] = {
     **{f"tlq-w{b}": Scheme(f"{b}-bit twin-log codebook weights, 16-bit activations (~{16 / (b + 0.25):.1f}x smaller "
                            "linears at group 64)", lambda g, b=b: WeightOnlyConfig(bits=b, group_size=g), True, True)
        for b in (4, 3, 6, 8)},
+    "w4a8-core": Scheme("ComfyUI core's own 4-bit format (asym_w4a8_int8: 4-bit codes, fp8 scales per 16 weights, "
+                        "int8 activations; ~3.6x smaller linears); the file loads in plain ComfyUI 0.33+ with no "
+                        "pack; our per-layer codebook and scale search choose the stored values, and with a "
+                        "calibration prompt GPTQ error compensation", lambda g: CoreW4A8Config(), False, True,
+                        core_format="asym_w4a8_int8"),
     "w8a8-convrot": Scheme("int8 weights and activations with a Hadamard rotation (ComfyUI core's INT8 format, "
                            "~2x smaller linears; the file loads in plain ComfyUI; fp8 weights with a warning on "
                            "ComfyUI before 0.27)", lambda g: Int8Config.convrot(), False, False),
 }
 DEFAULT_SCHEME = "tlq-w4"
 CONFIG_ATTR = "dit_accel_quant_header"  # set on the diffusion model we build; the save node writes it
+NAME = "DiT Quantize"
 _warned: set[str] = set()
-quant_layout.install()  # at pack import: UNETLoader can read TLQ files from here on
 
 
 def core_has_int8() -> bool:
-    import comfy.quant_ops
-    return "int8_tensorwise" in getattr(comfy.quant_ops, "QUANT_ALGOS", {})
+    return "int8_tensorwise" in loader.core_formats()
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -70,55 +78,48 @@ def _warn_once(key: str, message: str) -> None:
         log.warning(message)
 
 
-def _progress_bar(total_hint: int) -> Progress:
-    import comfy.utils
-    bar = comfy.utils.ProgressBar(total_hint)
-    return lambda done, total: bar.update_absolute(done, total)
-
-
 def _bytes(state: dict) -> int:
     return sum(v.numel() * v.element_size() for v in state.values())
 
 
-
-def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, calibration: dict | None = None):
-    """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in `scheme`'s format.
-
-    `calibration` (per-layer statistics from `quant_calibration.calibrate`) turns on GPTQ error compensation for
-    the TLQ schemes; the core INT8 format is data-free and ignores it."""
-    import comfy.model_management
-    import comfy.quant_ops
-    import comfy.sd
+def _check_scheme(scheme: str) -> Scheme:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     spec = SCHEMES[scheme]
     if spec.needs_pack and not quant_layout.install():
         raise RuntimeError(f"{scheme} needs comfy-kitchen's quantized tensors and a ComfyUI 0.8-0.33 loader (see the "
                            "warning above); use w8a8-convrot")
-    # The module is shared by every clone of this MODEL and may still hold another clone's patched weights (a LoRA
-    # sampled last): load this patcher first, with its own patches applied, as ComfyUI's own model savers do.
-    comfy.model_management.load_models_gpu([model], force_patch_weights=True, force_full_load=True)
+    if spec.core_format and spec.core_format not in loader.core_formats():
+        raise RuntimeError(f"{scheme} is ComfyUI core's {spec.core_format!r} format, which this ComfyUI does not "
+                           "have (it came in 0.33); update ComfyUI or use tlq-w4")
+    return spec
+
+
+def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, calibration: dict | None = None):
+    """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in `scheme`'s format.
+
+    `calibration` (per-layer statistics from `quant_calibration.calibrate`) turns on GPTQ error compensation for
+    the schemes that calibrate; core's INT8 format is data-free and ignores it."""
+    spec = _check_scheme(scheme)
     diffusion_model = model.get_model_object("diffusion_model")
-    state = diffusion_model.state_dict()
-    if any(k.endswith(".comfy_quant") for k in state) or any(isinstance(v, comfy.quant_ops.QuantizedTensor)
-                                                             for v in state.values()):
-        raise ValueError("this model is already quantized; connect DiT Quantize to a 16-bit model loader")
-    state = {k: v.detach() for k, v in state.items()}
-    n_layers = sum(1 for k, v in state.items() if k.endswith(".weight") and v.ndim == 2
-                   and default_filter(k[:-len(".weight")], _LINEAR_PROBE))
+    state = loader.patched_state_dict(model)
+    if loader.is_quantized(state):
+        raise ValueError(f"this model is already quantized; connect {NAME} to a 16-bit model loader")
+    layer_filter = layer_filter_for(diffusion_model)
+    n_layers = len(target_weight_names(state, layer_filter))
     if n_layers == 0:
         raise ValueError(f"no transformer-block linear layers found in {type(diffusion_model).__name__}")
-    progress = _progress_bar(n_layers)
+    progress = loader.progress_bar(n_layers)
     config = spec.config(group_size)
     if calibration is not None and spec.calibrates:
         config = replace(config, calibration="gptq")
-    if isinstance(config, WeightOnlyConfig) or core_has_int8():
-        quantized = quantize_state_dict(state, config, calibration=calibration, progress=progress)
+    if not isinstance(config, Int8Config) or core_has_int8():
+        quantized = quantize_state_dict(state, config, layer_filter, calibration=calibration, progress=progress)
         meta = header(config)
     else:
-        _warn_once("no-int8", "DiT Quantize: this ComfyUI predates INT8 W8A8 (core added it in 0.27); using "
-                              "core's fp8 e4m3 weights instead (same 8-bit size; update ComfyUI for INT8 + ConvRot)")
-        quantized = fp8_state_dict(state, progress=progress)
+        _warn_once("no-int8", f"{NAME}: this ComfyUI predates INT8 W8A8 (core added it in 0.27); using core's fp8 "
+                              "e4m3 weights instead (same 8-bit size; update ComfyUI for INT8 + ConvRot)")
+        quantized = fp8_state_dict(state, layer_filter, progress=progress)
         meta = {HEADER_KEY: json.dumps({"format_version": 1, "config": {"type": "CoreFp8"}})}
     layers = [k[:-len(".comfy_quant")] for k in quantized if k.endswith(".comfy_quant")]
     before = sum(state[f"{n}.weight"].numel() * 2 for n in layers)  # the same weights in 16 bits
@@ -126,23 +127,14 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, ca
                 if k.rpartition(".")[0] in layers and k.rpartition(".")[2] not in ("bias", "comfy_quant"))
     # Counted before ComfyUI's loader runs: it pops every tensor it consumes out of the dict it is handed.
     whole_before, whole_after = _bytes(state), _bytes(quantized)
-    new = comfy.sd.load_diffusion_model_state_dict(quantized, model_options={})
-    if new is None:
-        raise ValueError("ComfyUI could not detect the model type of the quantized weights")
+    new = loader.build_model(quantized)
     setattr(new.model.diffusion_model, CONFIG_ATTR, meta)
-    log.info("DiT Quantize: %s%s, %d layers, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "
-             "%.1f MiB -> %.1f MiB", scheme, " (GPTQ-calibrated)" if getattr(config, "needs_gram", False) else "",
-             len(layers), before / 2 ** 20, after / 2 ** 20, before / max(after, 1),
-             whole_before / 2 ** 20, whole_after / 2 ** 20)
+    kept = n_layers - len(layers)
+    log.info("%s: %s%s, %d layers%s, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "
+             "%.1f MiB -> %.1f MiB", NAME, scheme, " (GPTQ-calibrated)" if getattr(config, "needs_gram", False) else "",
+             len(layers), f" ({kept} block linears kept 16-bit: their width does not fit the format)" if kept else "",
+             before / 2 ** 20, after / 2 ** 20, before / max(after, 1), whole_before / 2 ** 20, whole_after / 2 ** 20)
     return new
-
-
-def _linear_probe():
-    from torch import nn
-    return nn.Linear(1, 1)
-
-
-_LINEAR_PROBE = _linear_probe()
 
 
 def save_quantized(model, path: str) -> str:
@@ -150,7 +142,7 @@ def save_quantized(model, path: str) -> str:
     diffusion_model = model.get_model_object("diffusion_model")
     meta = getattr(diffusion_model, CONFIG_ATTR, None)
     if meta is None:
-        raise ValueError("this model was not quantized by DiT Quantize; quantize it first, then save")
+        raise ValueError(f"this model was not quantized by {NAME}; quantize it first, then save")
     # ComfyUI 0.8.0's state_dict hands back the quantized tensor itself; its raw storage is what the format keeps.
     state = {k: getattr(v, "_qdata", v).detach().contiguous() for k, v in diffusion_model.state_dict().items()}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -160,7 +152,7 @@ def save_quantized(model, path: str) -> str:
 
 def group_size_input():
     return io.Int.Input("group_size", default=64, min=8, max=1024, step=8, **ADVANCED,
-                        tooltip="TLQ only: input channels sharing one fp16 scale. Smaller groups are more accurate "
+                        tooltip="tlq-* only: input channels sharing one fp16 scale. Smaller groups are more accurate "
                                 "and a little larger (64: 0.25 extra bits per weight). Must divide the layer width.")
 
 
@@ -179,13 +171,14 @@ class DiTQuantize(io.ComfyNode):
                 io.Model.Input("model", tooltip="A 16-bit diffusion model (e.g. from Load Diffusion Model)."),
                 io.Combo.Input("scheme", options=list(SCHEMES), default=DEFAULT_SCHEME,
                                tooltip="; ".join(f"{k}: {v.tooltip}" for k, v in SCHEMES.items())
-                               + ". TLQ files load through Load Diffusion Model with dit-accel installed."),
+                               + ". TLQ files load through Load Diffusion Model with dit-accel installed; "
+                               "w4a8-core and w8a8-convrot files load in plain ComfyUI."),
                 group_size_input(),
                 io.Conditioning.Input("positive", optional=True,
                                       tooltip="Optional calibration prompt. Connect it (with a latent) to calibrate "
-                                              "the TLQ schemes over a few sampling steps: GPTQ error compensation, "
-                                              "markedly closer to the 16-bit model at 3-4 bits. Unconnected: "
-                                              "data-free quantization."),
+                                              "tlq-* and w4a8-core over a few sampling steps: GPTQ error "
+                                              "compensation, markedly closer to the 16-bit model at 3-4 bits. "
+                                              "Unconnected: data-free quantization."),
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Optional negative prompt for calibration (sampled with "
                                               "calibration_cfg); without it calibration runs the positive alone."),
@@ -210,7 +203,7 @@ class DiTQuantize(io.ComfyNode):
             if scheme in SCHEMES and SCHEMES[scheme].calibrates:
                 stats = calibrate(model, positive, negative, latent, calibration_steps, calibration_cfg)
             else:
-                log.info("DiT Quantize: %s is data-free (core's own format); calibration inputs unused", scheme)
+                log.info("%s: %s is data-free (core's own format); calibration inputs unused", NAME, scheme)
         return io.NodeOutput(quantize_model(model, scheme, group_size, calibration=stats))
 
 

@@ -49,6 +49,7 @@ class FamilyAdapter:
     name: str = "family"
     class_names: tuple[str, ...] = ()   # diffusion-model classes this adapter serves
     block_kinds: tuple[BlockKind, ...] = ()
+    block_prefixes: tuple[str, ...] = ()  # module paths of the block lists ("blocks" -> blocks.N.*)
     transformer_options_arg: int = -1   # position of transformer_options in the DIFFUSION_MODEL wrapper's args
     has_model_wrapper: bool = True      # ComfyUI runs the forward through a DIFFUSION_MODEL wrapper (`around_model`)
     # Sequence parallelism: where the image tokens are; None = not supported (`sequence_parallel_refusal` says why).

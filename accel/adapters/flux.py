@@ -23,6 +23,7 @@ SINGLE = BlockKind("single", "single_block", lambda m: len(m.single_blocks), ("i
 class FluxAdapter(FamilyAdapter):
     name = "flux"
     class_names = ("Flux",)
+    block_prefixes = ("double_blocks", "single_blocks")
     block_kinds = (DOUBLE, SINGLE)
     transformer_options_arg = 7
     attention_kind = "joint"

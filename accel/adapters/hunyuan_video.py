@@ -19,6 +19,7 @@ from .registry import register_adapter
 class HunyuanVideoAdapter(FamilyAdapter):
     name = "hunyuan_video"
     class_names = ("HunyuanVideo",)
+    block_prefixes = ("double_blocks", "single_blocks")
     block_kinds = (BlockKind("double", "double_block", lambda m: len(m.double_blocks), ("img", "txt")),
                    BlockKind("single", "single_block", lambda m: len(m.single_blocks), ("img",)))
     transformer_options_arg = 12

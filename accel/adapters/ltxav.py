@@ -42,6 +42,7 @@ def _unflatten(args: dict) -> dict:
 class LTXAVAdapter(FamilyAdapter):
     name = "ltxav"
     class_names = ("LTXAVModel",)
+    block_prefixes = ("transformer_blocks",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img", "audio"),
                              flatten=_flatten, unflatten=_unflatten),)
     transformer_options_arg = 5

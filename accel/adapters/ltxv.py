@@ -17,6 +17,7 @@ from .registry import register_adapter
 class LTXVAdapter(FamilyAdapter):
     name = "ltxv"
     class_names = ("LTXVModel",)
+    block_prefixes = ("transformer_blocks",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img",)),)
     transformer_options_arg = 5
     head_count_paths = ("num_attention_heads",)

@@ -97,6 +97,7 @@ def _layer_count(model: torch.nn.Module) -> int:
 class LuminaAdapter(FamilyAdapter):
     name = "lumina"
     class_names = ("NextDiT",)
+    block_prefixes = ("layers",)
     block_kinds = (BlockKind("layer", LAYER_KEY, _layer_count, ("img",), flatten=_split_rows,
                              unflatten=_join_rows),)
     # NextDiT.forward(x, timesteps, context, num_tokens, attention_mask=None, **kwargs): TO only as a keyword.

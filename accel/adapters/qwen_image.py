@@ -16,6 +16,7 @@ from .registry import register_adapter
 class QwenImageAdapter(FamilyAdapter):
     name = "qwen_image"
     class_names = ("QwenImageTransformer2DModel",)
+    block_prefixes = ("transformer_blocks",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.transformer_blocks), ("img", "txt")),)
     transformer_options_arg = 6
     head_count_paths = ("transformer_blocks.0.num_attention_heads",)  # the model class keeps no head count

@@ -69,3 +69,9 @@ def adapter_for(diffusion_model: torch.nn.Module) -> FamilyAdapter:
         f"dit-accel does not support the model {type(diffusion_model).__name__!r}. "
         f"Supported families: {', '.join(supported_families()) or 'none'}{disabled}. "
         "Connect the MODEL output of a loader for one of these families.")
+
+
+def registered_adapters() -> list[FamilyAdapter]:
+    """Every enabled family adapter (for callers that need a fact from all of them, e.g. all block-list names)."""
+    _load_builtin()
+    return list(_ADAPTERS.values())

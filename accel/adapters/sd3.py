@@ -18,6 +18,7 @@ class SD3Adapter(FamilyAdapter):
     name = "sd3"
     # Not the base name "MMDiT": AuraFlow's model class (comfy/ldm/aura/mmdit.py) is also called MMDiT.
     class_names = ("OpenAISignatureMMDITWrapper",)
+    block_prefixes = ("joint_blocks",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.joint_blocks), ("img", "txt")),)
     transformer_options_arg = -1
     has_model_wrapper = False

@@ -16,6 +16,7 @@ from .registry import register_adapter
 class WanAdapter(FamilyAdapter):
     name = "wan"
     class_names = ("WanModel", "WanDiT")
+    block_prefixes = ("blocks",)
     block_kinds = (BlockKind("block", "double_block", lambda m: len(m.blocks), ("img",)),)
     transformer_options_arg = 5
     # Video tokens only in self-attention; the text enters through cross-attention (stays whole on every rank).

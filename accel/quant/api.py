@@ -21,23 +21,60 @@ from .rotation import ChannelStats, choose_rotation, rotate_weight, smoothing_fa
 from .gptq import gptq_quantize
 from .twin_log import make_codebook, quantize_weight
 
-LayerFilter = Callable[[str, nn.Module], bool]
+LayerFilter = Callable[[str, "nn.Module | None"], bool]  # (name, module); module is None when selecting by name
 Progress = Callable[[int, int], None]
 
-_BLOCK_NAME = re.compile(r"(^|\.)(blocks|double_blocks|single_blocks|transformer_blocks|joint_blocks)\.\d+\.")
 _KEEP_16BIT = re.compile(r"(mod|adaLN|norm|embed)", re.IGNORECASE)
 
 
-def default_filter(name: str, module: nn.Module) -> bool:
-    """Linear layers inside transformer blocks, except modulation / norm / embedding projections."""
-    if not isinstance(module, nn.Linear) or not _BLOCK_NAME.search(name):
-        return False
-    return not _KEEP_16BIT.search(name[_BLOCK_NAME.search(name).end():])
+def block_filter(prefixes: Iterable[str]) -> LayerFilter:
+    """Linear layers inside the block lists `prefixes` (paths from the diffusion model's root, "blocks" selects
+    blocks.N.*), except modulation / norm / embedding projections. Name-based: with module None (a state dict
+    entry) the name decides alone. Anchored at the root, so a list of the same name elsewhere (Chroma's
+    distilled_guidance_layer.layers.N, a modulation network) is not taken for Lumina's layers.N."""
+    prefixes = tuple(prefixes)
+    if not prefixes:
+        raise ValueError("block_filter needs at least one block-list name")
+    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, prefixes))})\.\d+\.")
+
+    def keep(name: str, module: nn.Module | None = None) -> bool:
+        if module is not None and not isinstance(module, nn.Linear):
+            return False
+        match = pattern.match(name)
+        return match is not None and not _KEEP_16BIT.search(name[match.end():])
+    return keep
+
+
+def family_block_prefixes(diffusion_model: nn.Module | None = None) -> tuple[str, ...]:
+    """The block lists of `diffusion_model`'s family (asked of its adapter); of every family when the model is
+    None or of no supported family."""
+    from ..adapters.registry import UnsupportedModelError, adapter_for, registered_adapters
+    if diffusion_model is not None:
+        try:
+            return adapter_for(diffusion_model).block_prefixes
+        except UnsupportedModelError:
+            pass
+    return tuple(sorted({p for a in registered_adapters() for p in a.block_prefixes}))
+
+
+def default_filter(name: str, module: nn.Module | None = None) -> bool:
+    """Block linears of any supported family (by name), except modulation / norm / embedding projections."""
+    return block_filter(family_block_prefixes())(name, module)
+
+
+def layer_filter_for(diffusion_model: nn.Module) -> LayerFilter:
+    return block_filter(family_block_prefixes(diffusion_model))
 
 
 def target_layers(model: nn.Module, layer_filter: LayerFilter | None = None) -> list[tuple[str, nn.Linear]]:
-    layer_filter = layer_filter or default_filter
+    layer_filter = layer_filter or layer_filter_for(model)
     return [(n, m) for n, m in model.named_modules() if layer_filter(n, m)]
+
+
+def target_weight_names(state: dict[str, torch.Tensor], layer_filter: LayerFilter) -> list[str]:
+    """Layer names (without ".weight") of the 2-D weights in a state dict that the filter selects by name."""
+    return [k[:-len(".weight")] for k, v in state.items()
+            if k.endswith(".weight") and v.ndim == 2 and layer_filter(k[:-len(".weight")], None)]
 
 
 # --- per-scheme layer quantizers (a registry keyed by config type, not an if-chain) ---------------------------
@@ -119,7 +156,10 @@ def quantize_(model: nn.Module, config: QuantConfig, layer_filter: LayerFilter |
     for i, (name, linear) in enumerate(layers):
         device, dtype = linear.weight.device, linear.weight.dtype
         stats = (calibration or {}).get(name)
-        qlinear = quantizer(linear, config, stats).to(device)
+        layer_config = config.for_width(linear.in_features)
+        if layer_config is None:  # a width the format cannot store: the layer stays 16-bit
+            continue
+        qlinear = quantizer(linear, layer_config, stats).to(device)
         if qlinear.bias is not None:
             qlinear.bias.data = qlinear.bias.data.to(dtype)
         _set_submodule(model, name, qlinear)

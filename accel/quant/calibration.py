@@ -6,6 +6,16 @@ fit a memory budget and the caller re-runs its few calibration steps once per pa
 """
 from __future__ import annotations
 
+import logging
+from typing import Callable
+
+from torch import nn
+
+from .api import collect_channel_stats, target_layers
+from .rotation import ChannelStats
+
+log = logging.getLogger("dit_accel")
+
 DEFAULT_GRAM_BUDGET = 4 << 30  # bytes of Gram matrices held at once (CPU memory)
 
 
@@ -28,3 +38,26 @@ def gram_passes(layers: list[tuple[str, int]], budget_bytes: int = DEFAULT_GRAM_
         passes[-1].append(name)
         used += size
     return passes
+
+
+def calibrate(model: nn.Module, run: Callable[[], None], gram: bool = True, budget_bytes: int | None = None,
+              name: str = "calibration") -> dict[str, ChannelStats]:
+    """Per-layer input statistics of `model`'s target layers while `run()` samples with it (the node: ComfyUI's
+    KSampler; the bench: the reference sampler), once per pass of `gram_passes` so the Gram matrices held at once
+    stay inside `budget_bytes` (DEFAULT_GRAM_BUDGET when None). The log line says how many passes it took."""
+    budget_bytes = DEFAULT_GRAM_BUDGET if budget_bytes is None else budget_bytes
+    layers = [(n, linear.in_features) for n, linear in target_layers(model)]
+    passes = gram_passes(layers, budget_bytes) if gram else [[n for n, _ in layers]]
+    log.info("%s: %d layers in %d pass%s (Gram matrices held at once: at most %.2f GiB)", name, len(layers),
+             len(passes), "" if len(passes) == 1 else "es", budget_bytes / 2 ** 30)
+    stats: dict[str, ChannelStats] = {}
+    for names in passes:
+        wanted = set(names)
+        with collect_channel_stats(model, lambda n, m: n in wanted, gram=gram) as collected:
+            run()
+        stats.update(collected)
+    unseen = [n for n, s in stats.items() if not s.tokens]
+    if unseen:
+        raise RuntimeError(f"calibration never reached {len(unseen)} layers (e.g. {unseen[0]}); another patch may "
+                           "replace the blocks: quantize before other dit-accel or caching nodes")
+    return stats

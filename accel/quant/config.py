@@ -5,7 +5,7 @@ weights were made, and a file written by a newer format version is refused inste
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 FORMAT_VERSION = 1  # bump when the meaning of a stored field changes
 
@@ -63,6 +63,28 @@ class WeightOnlyConfig:
     def needs_gram(self) -> bool:
         return self.calibration == "gptq"
 
+    def for_width(self, in_features: int) -> "WeightOnlyConfig | None":
+        """This config for a layer `in_features` wide: the largest group (a multiple of 8, at most group_size)
+        dividing it, stored per layer; None when no group fits (the layer stays 16-bit)."""
+        group = fitting_divisor(in_features, self.group_size, lambda g: g // 2, minimum=8, multiple=8)
+        return None if group is None else replace(self, group_size=group)
+
+
+def fitting_divisor(width: int, wanted: int, smaller, minimum: int, multiple: int = 1) -> int | None:
+    """The first of wanted, smaller(wanted), ... (down to `minimum`) that divides `width` and is a multiple of
+    `multiple`."""
+    size = wanted
+    while size >= minimum:
+        if width % size == 0 and size % multiple == 0:
+            return size
+        size = smaller(size)
+    return None
+
+
+def fitting_rotation(width: int, wanted: int) -> int | None:
+    """The largest power-of-4 Hadamard block, at most `wanted`, dividing `width`."""
+    return fitting_divisor(width, wanted, lambda g: g // 4, minimum=4)
+
 
 @dataclass(frozen=True)
 class Int8Config:
@@ -109,6 +131,15 @@ class Int8Config:
     def needs_calibration(self) -> bool:
         return self.rotation == "adaptive"
 
+    def for_width(self, in_features: int) -> "Int8Config | None":
+        groups = [g for g in (self.act_group, self.weight_group) if g]
+        if any(in_features % g for g in groups):
+            return None
+        if self.rotation == "none":
+            return self
+        rotation = fitting_rotation(in_features, self.rotation_group)
+        return None if rotation is None else replace(self, rotation_group=rotation)
+
 
 @dataclass(frozen=True)
 class W4A8Config:
@@ -134,9 +165,51 @@ class W4A8Config:
     def needs_calibration(self) -> bool:
         return self.rotation == "adaptive"
 
+    def for_width(self, in_features: int) -> "W4A8Config | None":
+        rotation = fitting_rotation(in_features, self.rotation_group)
+        if rotation is None or in_features % self.group_size:
+            return None
+        return replace(self, rotation_group=rotation)
 
-QuantConfig = Float16Config | WeightOnlyConfig | Int8Config | W4A8Config
-CONFIG_TYPES = {cls.__name__: cls for cls in (Float16Config, WeightOnlyConfig, Int8Config, W4A8Config)}
+
+@dataclass(frozen=True)
+class CoreW4A8Config:
+    """ComfyUI core's own W4A8 format ("asym_w4a8_int8", comfy-kitchen AsymW4A8Int8Layout; loads in plain ComfyUI
+    0.33+) written by our quantizer (`core_w4a8.py`): a per-layer codebook, fp8 group scales and, with
+    calibration="gptq", GPTQ-compensated codes. group_size 16 and convrot_groupsize 256 are core's defaults."""
+
+    group_size: int = 16
+    convrot_groupsize: int = 256
+    calibration: str = "none"
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.group_size < 4 or (16 % self.group_size and self.group_size % 16):
+            raise ValueError(f"group_size must be >= 4 and divide 16 or be a multiple of 16, got {self.group_size}")
+        size = self.convrot_groupsize
+        if size < 4 or size & (size - 1) or (size.bit_length() - 1) % 2:
+            raise ValueError(f"convrot_groupsize must be a power of 4, got {size}")
+        if self.calibration not in WEIGHT_CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {WEIGHT_CALIBRATIONS}, got {self.calibration!r}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.calibration == "gptq"
+
+    @property
+    def needs_gram(self) -> bool:
+        return self.calibration == "gptq"
+
+    def for_width(self, in_features: int) -> "CoreW4A8Config | None":
+        rotation = fitting_rotation(in_features, self.convrot_groupsize)
+        if rotation is None or in_features % 16 or in_features % self.group_size:
+            return None
+        return replace(self, convrot_groupsize=rotation)
+
+
+QuantConfig = Float16Config | WeightOnlyConfig | Int8Config | W4A8Config | CoreW4A8Config
+CONFIG_TYPES = {cls.__name__: cls for cls in (Float16Config, WeightOnlyConfig, Int8Config, W4A8Config,
+                                              CoreW4A8Config)}
 
 
 def to_dict(config: QuantConfig) -> dict:

@@ -27,15 +27,33 @@ def _inverse_hessian_factor(gram: torch.Tensor, weight: torch.Tensor, damp: floa
     return torch.linalg.cholesky(inverse, upper=True).float()
 
 
-def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, codebook: torch.Tensor, group_size: int,
-                  damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes (N, K) and fp16 scales (N, K/group) for `weight` given the input Gram matrix `gram` (K, K)."""
+class CodebookGrid:
+    """The values a TLQ / uniform layer can store: one codebook per layer, one fp16 scale per row and group (picked
+    by clip search + weighted least squares on the group's compensated columns, weighted by E[x_k^2])."""
+
+    def __init__(self, codebook: torch.Tensor, group_size: int, n: int, k: int, device: torch.device):
+        self.codebook, self.group_size = codebook, group_size
+        self.codes = torch.empty(n, k, dtype=torch.long, device=device)
+        self.scales = torch.empty(n, k // group_size, dtype=torch.float16, device=device)
+
+    def start_group(self, g: int, columns: torch.Tensor, hdiag: torch.Tensor) -> None:
+        _, scale = quantize_groups(columns, self.codebook, self.group_size, True, hdiag)
+        self.scales[:, g] = scale[:, 0]
+
+    def round(self, values: torch.Tensor, col: int) -> torch.Tensor:
+        s = self.scales[:, col // self.group_size].float()
+        code = nearest_codes(values / s, self.codebook)
+        self.codes[:, col] = code
+        return self.codebook[code] * s
+
+
+def gptq_round(weight: torch.Tensor, gram: torch.Tensor, grid, group_size: int, damp: float = 0.01) -> None:
+    """Round `weight` (N, K) column by column onto `grid` (any object with `start_group(g, columns, hdiag)` and
+    `round(values, col) -> stored values`), the columns not yet rounded absorbing each column's error."""
     n, k = weight.shape
     w = weight.detach().float().clone()
     u = _inverse_hessian_factor(gram.to(w.device), w, damp)
     hdiag = torch.diag(gram).float().to(w.device)
-    codes = torch.empty(n, k, dtype=torch.long, device=w.device)
-    scales = torch.empty(n, k // group_size, dtype=torch.float16, device=w.device)
     block = max(group_size, _BLOCK // group_size * group_size)
     for start in range(0, k, block):
         end = min(start + block, k)
@@ -44,17 +62,17 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, codebook: torch.Tens
         ub = u[start:end, start:end]
         for j in range(end - start):
             col = start + j
-            if col % group_size == 0:  # the group's scale, from its compensated columns, weighted by E[x_k^2]
-                g = col // group_size
-                group_cols = slice(j, j + group_size)
-                _, scale = quantize_groups(wb[:, group_cols], codebook, group_size, True,
-                                           hdiag[col:col + group_size])
-                scales[:, g] = scale[:, 0]
-            s = scales[:, col // group_size].float()
-            code = nearest_codes(wb[:, j] / s, codebook)
-            codes[:, col] = code
-            err = (wb[:, j] - codebook[code] * s) / ub[j, j]
+            if col % group_size == 0:  # the group's scale, from its compensated columns
+                grid.start_group(col // group_size, wb[:, j:j + group_size], hdiag[col:col + group_size])
+            err = (wb[:, j] - grid.round(wb[:, j], col)) / ub[j, j]
             wb[:, j:] -= err.unsqueeze(1) * ub[j, j:].unsqueeze(0)
             errors[:, j] = err
         w[:, end:] -= errors @ u[start:end, end:]
-    return codes, scales
+
+
+def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, codebook: torch.Tensor, group_size: int,
+                  damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (N, K) and fp16 scales (N, K/group) for `weight` given the input Gram matrix `gram` (K, K)."""
+    grid = CodebookGrid(codebook, group_size, *weight.shape, weight.device)
+    gptq_round(weight, gram, grid, group_size, damp)
+    return grid.codes, grid.scales

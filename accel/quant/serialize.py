@@ -19,22 +19,18 @@ import json
 import torch
 from torch import nn
 
-from ...kernels.quant import plane_widths
-from .api import LAYER_QUANTIZERS, LayerFilter, Progress, default_filter
-from .config import FORMAT_VERSION, Int8Config, QuantConfig, WeightOnlyConfig, config_from_dict, to_dict
+from .api import LAYER_QUANTIZERS, LayerFilter, Progress, default_filter, target_weight_names
+from .config import (FORMAT_VERSION, CoreW4A8Config, Int8Config, QuantConfig, WeightOnlyConfig, config_from_dict,
+                     to_dict)
+from .core_w4a8 import FORMAT as CORE_W4A8, quantize_core_w4a8
 from .linear import CodebookA8Linear, CodebookLinear, Int8Linear
+from .tlq_format import FORMATS, LEGACY_FORMAT, TLQFormat, format_name
 
 HEADER_KEY = "dit_accel_quant"
 CORE_INT8 = "int8_tensorwise"
-LEGACY_CODEBOOK_FORMAT = "dit_accel_codebook"  # format version 1 files written before the per-bits names
-
-
-def codebook_format(bits: int) -> str:
-    """One format name per bit width: core's loader knows a layer's layout from its format name alone."""
-    return f"dit_accel_tlq{bits}"
-
-
-CODEBOOK_FORMATS: dict[str, int] = {codebook_format(b): b for b in (2, 3, 4, 6, 8)}
+LEGACY_CODEBOOK_FORMAT = LEGACY_FORMAT
+codebook_format = format_name
+CODEBOOK_FORMATS = FORMATS
 
 
 def encode_layer_conf(conf: dict) -> torch.Tensor:
@@ -74,12 +70,9 @@ def layer_state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
         raise ValueError(f"{prefix}: W4A8 (rotated weights, int8 activations) has no file format yet; save TLQ "
                          "(WeightOnlyConfig) or core's W8A8 (Int8Config.convrot())")
     if isinstance(module, CodebookLinear):
-        conf = {"format": codebook_format(module.bits), "bits": module.bits, "group_size": module.group_size}
-        planes = module.planes
-        out = {f"{prefix}weight": planes[0], f"{prefix}weight_scale": module.scales,
-               f"{prefix}weight_codebook": module.codebook, f"{prefix}comfy_quant": encode_layer_conf(conf)}
-        if len(planes) > 1:
-            out[f"{prefix}weight_plane1"] = planes[1]
+        fmt = TLQFormat(module.bits, module.group_size)
+        out = {f"{prefix}{k}": v for k, v in fmt.encode(module.planes, module.scales, module.codebook).items()}
+        out[f"{prefix}comfy_quant"] = encode_layer_conf(fmt.conf())
         return out
     raise TypeError(f"{prefix}: {type(module).__name__} is not a dit-accel quantized layer")
 
@@ -100,8 +93,7 @@ def fp8_state_dict(state: dict[str, torch.Tensor], layer_filter: LayerFilter | N
                    progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """The W8 fallback for a ComfyUI without INT8: the selected layers in core's fp8 format."""
     layer_filter = layer_filter or default_filter
-    names = [k[:-len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 2
-             and layer_filter(k[:-len(".weight")], nn.Linear(1, 1))]
+    names = target_weight_names(state, layer_filter)
     out = {k: v for k, v in state.items() if k not in {f"{n}.weight" for n in names}}
     for i, name in enumerate(names):
         out.update(fp8_layer_state(f"{name}.", state[f"{name}.weight"]))
@@ -110,25 +102,45 @@ def fp8_state_dict(state: dict[str, torch.Tensor], layer_filter: LayerFilter | N
     return out
 
 
+def core_w4a8_layer_state(prefix: str, weight: torch.Tensor, config: CoreW4A8Config, stats) -> dict:
+    """One layer in core's asym_w4a8_int8 format: the tensor names and dtypes core's loader reads (comfy/ops.py
+    `_load_quantized_module`), so plain ComfyUI loads the file."""
+    out = quantize_core_w4a8(weight.float(), config, None if stats is None else stats.gram)
+    conf = {"format": CORE_W4A8, "group_size": out["group_size"], "convrot_groupsize": out["convrot_groupsize"]}
+    return {f"{prefix}weight": out["qdata"], f"{prefix}weight_s_rel": out["s_rel"],
+            f"{prefix}weight_s_channel": out["s_channel"], f"{prefix}weight_codebook": out["codebook"],
+            f"{prefix}comfy_quant": encode_layer_conf(conf)}
+
+
+def _module_layer_state(prefix: str, weight: torch.Tensor, config: QuantConfig, stats) -> dict:
+    """Formats with a pure-torch quantized module: quantize into it, then write its tensors."""
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    linear.weight = nn.Parameter(weight.float(), requires_grad=False)
+    return layer_state(prefix, LAYER_QUANTIZERS[type(config)](linear, config, stats))
+
+
+# Config type -> (prefix, weight, config, stats) -> the layer's tensors in the file.
+STATE_QUANTIZERS = {CoreW4A8Config: core_w4a8_layer_state,
+                    **{kind: _module_layer_state for kind in LAYER_QUANTIZERS}}
+
+
 def quantize_state_dict(state: dict[str, torch.Tensor], config: QuantConfig,
                         layer_filter: LayerFilter | None = None, calibration: dict | None = None,
                         progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Quantize the 2-D `*.weight` entries that the filter selects (one layer at a time: peak memory is one
-    layer's float copy); other tensors pass through unchanged."""
-    quantizer = LAYER_QUANTIZERS.get(type(config))
+    layer's float copy); other tensors, and layers whose width the format cannot store (`config.for_width`), pass
+    through unchanged."""
+    quantizer = STATE_QUANTIZERS.get(type(config))
     if quantizer is None:
         return dict(state)
-    layer_filter = layer_filter or default_filter
-    names = [k[:-len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 2]
-    probe = nn.Linear(1, 1)  # the filter looks at names and module types; state dicts only have names
-    names = [n for n in names if layer_filter(n, probe)]
-    out = {k: v for k, v in state.items() if k not in {f"{n}.weight" for n in names}}
+    names = target_weight_names(state, layer_filter or default_filter)
+    out = dict(state)
     for i, name in enumerate(names):
         weight = state[f"{name}.weight"]
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-        linear.weight = nn.Parameter(weight.float(), requires_grad=False)
-        module = quantizer(linear, config, (calibration or {}).get(name))
-        out.update(layer_state(f"{name}.", module))
+        layer_config = config.for_width(weight.shape[1])
+        if layer_config is not None:
+            del out[f"{name}.weight"]
+            out.update(quantizer(f"{name}.", weight, layer_config, (calibration or {}).get(name)))
         if progress is not None:
             progress(i + 1, len(names))
     return out
@@ -154,17 +166,11 @@ def module_from_state(prefix: str, state: dict[str, torch.Tensor], in_features: 
         expect(f"{prefix}weight", (out_features, in_features))
         scale = expect(f"{prefix}weight_scale", (out_features, 1))
         return Int8Linear(in_features, out_features, bias, weight.to(torch.int8), scale, 0, group, None)
-    if fmt in CODEBOOK_FORMATS or fmt == LEGACY_CODEBOOK_FORMAT:
-        bits, group = int(conf["bits"]), int(conf["group_size"])
-        widths = plane_widths(bits)
-        planes = [expect(f"{prefix}weight", (out_features, in_features * widths[0] // 8))]
-        if len(widths) > 1:
-            planes.append(expect(f"{prefix}weight_plane1", (out_features, in_features * widths[1] // 8)))
-        if in_features % group:
-            raise ValueError(f"layer {prefix[:-1]}: group_size {group} does not divide in_features {in_features}")
-        scales = expect(f"{prefix}weight_scale", (out_features, in_features // group))
-        codebook = expect(f"{prefix}weight_codebook", (2 ** bits,))
-        return CodebookLinear(in_features, out_features, bits, group, bias, planes, scales, codebook)
+    if TLQFormat.reads(conf):
+        tlq = TLQFormat.from_conf(conf)
+        tensors = {k: state.get(f"{prefix}{k}") for k in tlq.shapes(out_features, in_features)}
+        planes, scales, codebook = tlq.decode(tensors, out_features, in_features, prefix[:-1])
+        return CodebookLinear(in_features, out_features, tlq.bits, tlq.group, bias, planes, scales, codebook)
     raise ValueError(f"layer {prefix[:-1]}: quantization format {fmt!r} is not one dit-accel can load")
 
 

@@ -44,6 +44,22 @@ def test_default_filter_keeps_embeddings_modulation_and_head(tiny_wan):
     assert isinstance(tiny_wan.blocks[0].ffn[0], CodebookLinear)
 
 
+def test_block_filter_asks_the_adapters_and_is_anchored_at_the_root():
+    from dit_accel.accel.quant.api import block_filter, default_filter, family_block_prefixes
+    prefixes = family_block_prefixes()
+    assert {"blocks", "double_blocks", "single_blocks", "transformer_blocks", "joint_blocks", "layers"} <= set(prefixes)
+    keep = [n for n in ("layers.0.attention.qkv", "layers.11.feed_forward.w2", "double_blocks.1.img_attn.qkv",
+                        "single_blocks.0.linear1", "transformer_blocks.2.attn.to_q", "joint_blocks.0.x_block.attn.qkv",
+                        "blocks.7.ffn.0") if default_filter(n)]
+    assert len(keep) == 7
+    # Chroma's modulation network and Lumina's refiners / modulation stay 16-bit; so do norms and embeddings.
+    assert not any(default_filter(n) for n in (
+        "distilled_guidance_layer.layers.0.in_layer", "noise_refiner.0.attention.qkv", "layers.0.adaLN_modulation.0",
+        "double_blocks.0.img_mod.lin", "x_embedder", "blocks.0.norm3"))
+    assert block_filter(("layers",))("layers.0.attention.qkv") and not block_filter(("layers",))("blocks.0.ffn.0")
+    assert not default_filter("blocks.0.ffn.0", nn.LayerNorm(4))   # a module that is not a linear layer
+
+
 @pytest.mark.parametrize("bits", [3, 4, 6, 8])
 def test_uniform_rtn_error_is_at_most_half_a_step(bits):
     w = torch.randn(32, 128, generator=torch.Generator().manual_seed(bits))
