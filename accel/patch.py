@@ -25,6 +25,8 @@ class BlockCall:
     args: dict             # the family's replacement args (stream tensors under `stream_keys`, plus the rest)
     stream_keys: tuple[str, ...]  # the keys holding the token streams a block returns ("img", or "img" and "txt")
     layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order ("double", "single")
+    # (kind, stream keys) of every block position, in loop order: what a method plans its state from (accel/memory.py)
+    layout: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def hidden(self) -> torch.Tensor:

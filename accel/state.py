@@ -52,6 +52,9 @@ class RunState:
     patch_data: dict[str, Any] = field(default_factory=dict)  # run-wide data of each patch (counters, ...)
     # Numbers a patch measured over the run (e.g. "attention_sparsity"), kept after close for benchmarks to read.
     metrics: dict[str, float] = field(default_factory=dict)
+    # Device bytes free at the run's first model call, where the host reports it (ComfyUI does; None elsewhere):
+    # what a method's automatic memory budget is derived from (accel/memory.py).
+    free_memory: int | None = None
     closed: bool = False
 
     def data(self, owner: str, factory: Callable[[], Any]) -> Any:
