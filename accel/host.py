@@ -139,18 +139,19 @@ class AccelHost:
         if any(p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks") for p in self.patches):
             layout = self.adapter.block_layout(diffusion_model)
             kinds = tuple(dict.fromkeys(kind.kind for kind, _ in layout))
+            plan = tuple((kind.kind, kind.stream_keys) for kind, _ in layout)
             replace = transformer_options.setdefault("patches_replace", {}).setdefault("dit", {})
             for position, (kind, index) in enumerate(layout):
                 key = (kind.replace_key, index)
                 previous = _unwrap(replace.get(key))
-                replace[key] = _mark(self._block_replacement(kind, index, position, len(layout), kinds, previous),
-                                     previous)
+                replace[key] = _mark(self._block_replacement(kind, index, position, len(layout), kinds, previous,
+                                                             plan), previous)
         if any(p.uses("around_attention") for p in self.patches):
             previous = _unwrap(transformer_options.get("optimized_attention_override"))
             transformer_options["optimized_attention_override"] = _mark(self._attention_override(previous), previous)
 
     def _block_replacement(self, kind: BlockKind, index: int, position: int, total: int, kinds: tuple[str, ...],
-                           previous):
+                           previous, plan: tuple = ()):
         patches = [p for p in self.patches
                    if p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")]
 
@@ -177,7 +178,7 @@ class AccelHost:
                 return run_real(a)
 
             run.ledger.blocks_total += 1
-            call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys, kinds,
+            call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys, kinds, layout=plan,
                              image_span=adapter.image_span(kind.kind, to), grid_hint=adapter.grid_hint(to))
             if position == 0:
                 for p in patches:

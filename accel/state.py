@@ -56,6 +56,9 @@ class RunState:
     patch_data: dict[str, Any] = field(default_factory=dict)  # run-wide data of each patch (counters, ...)
     # Numbers a patch measured over the run (e.g. "attention_sparsity"), kept after close for benchmarks to read.
     metrics: dict[str, float] = field(default_factory=dict)
+    # Device bytes free at the run's first model call, where the host reports it (ComfyUI does; None elsewhere):
+    # what a method's automatic memory budget is derived from (accel/memory.py).
+    free_memory: int | None = None
     closed: bool = False
     # Where state that outlives one model call is allocated. A captured forward (ComfyUI's model compiler, CUDA
     # graphs) must not see those allocations; the ComfyUI bridge passes a scope that pauses the capture

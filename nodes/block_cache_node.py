@@ -1,11 +1,14 @@
 """The "DiT Block Cache" node: skip transformer blocks whose output barely changes."""
 from __future__ import annotations
 
+import dataclasses
+
 from comfy_api.latest import io
 
 from ..accel.adapters.registry import adapter_for
 from ..accel.caching import LEVELS, BlockCacheConfig, BlockCachePatch, preset
 from ..accel.caching.block_cache import GATES, GRANULARITIES
+from ..accel.memory import AUTO
 from .comfy_bridge import apply_patch
 from .compat import ADVANCED
 
@@ -65,6 +68,13 @@ class DiTBlockCache(io.ComfyNode):
                              tooltip="custom only: 0 reuses a skipped block's cached residual; 1-3 forecast it "
                                      "with a Taylor expansion over the computed steps (TaylorSeer; the presets use "
                                      "2)."),
+                io.Float.Input("memory", default=AUTO, min=-1.0, max=1024.0, step=0.25, **ADVANCED,
+                               tooltip="State budget in GiB for what this node keeps between steps. -1 (auto): 10 % of the "
+                                       "GPU memory ComfyUI reports free at the run's first step, at most 1 GiB. 0: no limit "
+                                       "(exactly the setting above; may run out of memory on video). Over budget it degrades"
+                                       " before allocating, in this order: history in bf16, a static schedule on the block "
+                                       "stack instead of each block, history in CPU memory, lower Taylor order, caching off;"
+                                       " its log line says what it did."),
             ],
             outputs=[io.Model.Output(tooltip="The model with block caching attached.")],
         )
@@ -72,7 +82,7 @@ class DiTBlockCache(io.ComfyNode):
     @classmethod
     def execute(cls, model, speed: str, threshold: float, gate: str, granularity: str, interval: int,
                 start_percent: float, end_percent: float, warmup_steps: int, final_steps: int,
-                max_consecutive: int, forecast_order: int) -> io.NodeOutput:
+                max_consecutive: int, forecast_order: int, memory: float = AUTO) -> io.NodeOutput:
         if speed == CUSTOM:
             config = BlockCacheConfig(threshold=threshold, gate=gate, granularity=granularity, interval=interval,
                                       start_percent=start_percent, end_percent=end_percent,
@@ -81,6 +91,7 @@ class DiTBlockCache(io.ComfyNode):
         else:
             family = adapter_for(model.get_model_object("diffusion_model")).name
             config = preset(family, speed)
+        config = dataclasses.replace(config, memory_gib=memory)
         return io.NodeOutput(apply_patch(model, BlockCachePatch(config)))
 
 

@@ -17,6 +17,7 @@ from ..accel.adapters.registry import adapter_for
 from ..accel.host import HOST_KEY, RUN_KEY, AccelHost
 from ..accel.patch import DiTPatch
 from .comfy.allocation import persistent_allocation
+from .comfy.memory import record_free_memory
 
 WRAPPER_KEY = "dit_accel"
 
@@ -67,4 +68,5 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             break
     if not isinstance(host, AccelHost):
         return executor(*args, **kwargs)
+    record_free_memory(host.adapter.transformer_options_of(args, kwargs), args[0] if args else kwargs.get("x"))
     return host.diffusion_model_wrapper(executor, *args, **kwargs)

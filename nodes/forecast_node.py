@@ -9,6 +9,7 @@ from comfy_api.latest import io
 from ..accel.adapters.registry import adapter_for
 from ..accel.forecasting.methods import METHODS, ForecastSettings
 from ..accel.forecasting.presets import LEVELS, forecast_preset
+from ..accel.memory import AUTO
 from .comfy_bridge import apply_patch
 from .compat import ADVANCED
 
@@ -81,6 +82,14 @@ class DiTForecast(io.ComfyNode):
                              tooltip="Last steps always computed. -1: the method's default (1; 0 for "
                                      "spectrum-plan, whose plan decides whether the final step runs when computes "
                                      "are scarce: 5 or fewer; with more it always runs)."),
+                io.Float.Input("memory", default=AUTO, min=-1.0, max=1024.0, step=0.25, **ADVANCED,
+                               tooltip="State budget in GiB for what this node keeps between steps. -1 (auto): 10 % of the "
+                                       "GPU memory ComfyUI reports free at the run's first step, at most 1 GiB. 0: no limit "
+                                       "(exactly the setting above; may run out of memory on video). Over budget it degrades"
+                                       " before allocating, in this order: history in bf16, history in CPU memory, lower "
+                                       "Taylor order, forecasting off (the model output's history is small: only stack / "
+                                       "block granularity and cg-taylor's probe on video come near it); its log line says "
+                                       "what it did."),
             ],
             outputs=[io.Model.Output(tooltip="The model with forecasting attached.")],
         )
@@ -88,7 +97,7 @@ class DiTForecast(io.ComfyNode):
     @classmethod
     def execute(cls, model, method: str, speed: str, interval: int, threshold: float, order: int, degree: int,
                 granularity: str, start_percent: float, end_percent: float, warmup_steps: int,
-                final_steps: int) -> io.NodeOutput:
+                final_steps: int, memory: float = AUTO) -> io.NodeOutput:
         adapter = adapter_for(model.get_model_object("diffusion_model"))
         if speed != CUSTOM:
             preset = forecast_preset(adapter.name)
@@ -96,7 +105,7 @@ class DiTForecast(io.ComfyNode):
         settings = ForecastSettings(method=method, interval=interval, threshold=threshold, order=order,
                                     degree=degree, granularity=granularity, start_percent=start_percent,
                                     end_percent=end_percent, warmup_steps=warmup_steps,
-                                    final_steps=None if final_steps < 0 else final_steps)
+                                    final_steps=None if final_steps < 0 else final_steps, memory_gib=memory)
         if settings.granularity == "model" and not adapter.has_model_wrapper:
             log.warning("dit-accel: %s models have no whole-model hook in ComfyUI; DiT Forecast forecasts the block "
                         "stack's residual instead of the model output.", adapter.name)

@@ -19,7 +19,8 @@ from ..context import StepContext
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
 from .gates import ScheduleWindow, accumulated_change_gate, relative_change, static_gate, to_host
-from ..forecasting.predictors import ForecastConfig, Predictor, predictor_nbytes
+from ..forecasting.predictors import ForecastConfig, Predictor
+from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 
 GATES = ("first_block", "cg", "block", "static")
 GRANULARITIES = ("stack", "block")
@@ -52,6 +53,9 @@ class BlockCacheConfig:
     forecast_order: int = 0   # 0 reuses the cached residual; 1-3 extrapolate it (TaylorSeer) from computed steps
     forecast: ForecastConfig | None = None  # another predictor (Spectrum, blends); None: Taylor of forecast_order
     forecast_time: str = "step"  # "step" (the scheduler's time; measured best) or "sigma"
+    # State budget in GiB: -1 auto (accel/memory.py), 0 no limit (exactly this setting), else a size; over it the
+    # run degrades in the order of `budget.LADDER` before anything is allocated, and its log line says so.
+    memory_gib: float = AUTO
 
     def __post_init__(self):
         if self.gate not in GATES:
@@ -71,6 +75,7 @@ class BlockCacheConfig:
             raise ValueError(f"forecast_order must be 0 (reuse) to 3, got {self.forecast_order}")
         if self.interval < 1 or self.warmup_steps < 0 or self.final_steps < 0 or self.max_consecutive < 0:
             raise ValueError("interval must be >= 1; warmup_steps, final_steps and max_consecutive >= 0")
+        validate_memory_gib(self.memory_gib)
 
     @property
     def predictor(self) -> ForecastConfig:
@@ -130,6 +135,8 @@ class BlockCacheRun:
     total_steps: int = 0
     span_compute_rows: list[int] | None = None  # this call's rows to compute, read back once per call
     several_kinds: bool = False                 # the model has several block kinds (reuse was per block)
+    config: BlockCacheConfig | None = None      # this run's setting: the configured one, or cheaper to fit memory
+    budget_note: str = ""                       # what the memory budget did, for the log line
 
 
 class BlockCachePatch(DiTPatch):
@@ -165,35 +172,54 @@ class BlockCachePatch(DiTPatch):
     def _stats(self, run: RunState) -> BlockCacheRun:
         return run.data(self.name, BlockCacheRun)
 
+    def _config(self, run: RunState) -> BlockCacheConfig:
+        """This run's setting (planned against the memory budget at its first call)."""
+        return self._stats(run).config or self.config
+
+    def memory_fit(self, shape: StateShape, free_memory: int | None, total_steps: int, device: torch.device):
+        """The setting a run at `shape` would use within the memory budget, and its planned bytes (`memory.Fit`)."""
+        from .budget import fit_block_cache
+        return fit_block_cache(self, shape, free_memory, total_steps, device)
+
     # ---- hooks -------------------------------------------------------------------------------------------
-    def _per_block(self, call: BlockCall) -> bool:
+    def _per_block(self, run: RunState, call: BlockCall) -> bool:
         # A residual over the whole stack needs streams of one shape from start to end; models with several block
         # kinds (Flux: double then single, on a joint sequence) reuse per block instead.
-        return self.config.per_block or len(call.layout_kinds) > 1
+        return self._config(run).per_block or len(call.layout_kinds) > 1
 
     def _per_block_config_or_seen(self, run: RunState) -> bool:
-        return self.config.per_block or self._stats(run).several_kinds
+        return self._config(run).per_block or self._stats(run).several_kinds
 
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
-        # The first-block gate needs the stack input's values after block 0 ran, and ComfyUI's blocks may update
-        # their input in place (Flux's and LTX's addcmul_): keep a copy then. Otherwise only its shape is used.
         stats = self._stats(run)
-        stats.stack_input = call.hidden.clone() if self.config.probes_first_blocks else call.hidden
+        if stats.config is None:  # the run's first call: fit the state to its budget before allocating any
+            from .budget import plan_block_cache
+            stats.config, stats.budget_note = plan_block_cache(self, StateShape.of(call, call.hidden, ctx), run,
+                                                               ctx.total_steps, call.hidden.device)
+        cfg = stats.config
+        # The first-block gate needs the stack input's values after block 0 ran, and ComfyUI's blocks may update
+        # their input in place (Flux's and LTX's addcmul_): keep a copy then. Otherwise only its shape is used, and
+        # a zero-stride stand-in of that shape keeps no activation alive between calls.
+        stats.stack_input = call.hidden.clone() if cfg.probes_first_blocks else \
+            call.hidden.new_zeros(()).expand(call.hidden.shape)
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         stats.several_kinds = len(call.layout_kinds) > 1
-        if self.config.gate == "static":
-            allowed = self.config.window.allows_reuse(ctx) and not self.config.off
+        if cfg.gate == "static":
+            allowed = cfg.window.allows_reuse(ctx) and not cfg.off
             for s, state in self._streams(run, ctx, call.hidden):
                 rows = s.rows.stop - s.rows.start
-                gate = static_gate(ctx, self.config.interval, self.config.window, rows, call.hidden.device) if allowed else \
+                gate = static_gate(ctx, cfg.interval, cfg.window, rows, call.hidden.device) if allowed else \
                     torch.zeros(rows, dtype=torch.bool, device=call.hidden.device)
-                state.reuse = gate & state.have_cache & (state.consecutive < self.config.max_consecutive)
+                state.reuse = gate & state.have_cache & (state.consecutive < cfg.max_consecutive)
 
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
-        cfg = self.config
+        cfg = self._config(run)
         stats = self._stats(run)
         batch = call.hidden.shape[0]
         stats.row_blocks_total += batch
+        if cfg.off:  # nothing is ever reused: keep nothing (the memory budget's last rung relies on it)
+            stats.row_blocks_run += batch
+            return run_block(call.args)
         if call.position < cfg.span_start:
             stats.row_blocks_run += batch
             out = run_block(call.args)
@@ -202,7 +228,7 @@ class BlockCachePatch(DiTPatch):
             return out
         if cfg.gate == "block":
             self._block_decision(run, ctx, call)
-        per_block = self._per_block(call)
+        per_block = self._per_block(run, call)
         if call.position == cfg.span_start and not per_block:
             for s, state in self._streams(run, ctx, call.hidden):
                 state.span_input = {k: call.args[k][s.rows].clone() for k in call.stream_keys}
@@ -220,7 +246,7 @@ class BlockCachePatch(DiTPatch):
         return out
 
     def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
-        if self._per_block(call):
+        if self._per_block(run, call) or self._config(run).off:
             self._finish_rows(run, ctx, call.hidden)
             return out
         out = dict(out)
@@ -231,7 +257,7 @@ class BlockCachePatch(DiTPatch):
                     continue
                 final = out[key][s.rows]
                 fresh = final - state.span_input[key]
-                predictor = state.stack_residual.setdefault(key, self.config.predictor.build())
+                predictor = state.stack_residual.setdefault(key, self._config(run).predictor.build())
                 if not predictor.empty:
                     mask = reuse.view(-1, *[1] * (final.dim() - 1))
                     final = torch.where(mask, state.span_input[key] + predictor.predict(self._time(ctx)), final)
@@ -243,17 +269,18 @@ class BlockCachePatch(DiTPatch):
 
     def on_run_end(self, run: RunState) -> str | None:
         stats = self._stats(run)
-        cfg = self.config
+        cfg = self._config(run)
         if stats.row_blocks_total == 0:
             return None
         speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
         setting = f"computes at most {cfg.interval} steps apart" if cfg.gate == "static" \
             else f"threshold {cfg.threshold:g}"
         reuse = "block" if self._per_block_config_or_seen(run) else cfg.granularity
-        held = self._forecast_bytes(run)
+        held = run_state_nbytes(run, self.name)
+        run.metrics["state_bytes"] = float(held)
         line = (f"{self.name} ({cfg.gate} gate, {setting}, {reuse} residuals, {cfg.predictor.describe()}): computed "
                 f"{stats.row_blocks_run}/{stats.row_blocks_total} block evaluations, {speedup:.2f}x block compute "
-                f"speedup; cache held {held / 2**20:.2f} MiB on the model's device")
+                f"speedup; cache held {held / 2**20:.2f} MiB on the model's device; {stats.budget_note}")
         if cfg.off:
             line += ". Caching is off at this setting: outputs equal the unpatched model."
         elif stats.total_steps and stats.row_blocks_run == stats.row_blocks_total:
@@ -266,19 +293,9 @@ class BlockCachePatch(DiTPatch):
                 line += ". Nothing was skipped: raise the threshold or widen start/end percent."
         return line
 
-    def _forecast_bytes(self, run: RunState) -> int:
-        """Bytes of cached residuals (and forecast history) this patch holds across its streams."""
-        total = 0
-        for state in run.states_of(self.name):
-            predictors = [*state.stack_residual.values(), *state.block_residual.values()]
-            if state.gate_forecast is not None:
-                predictors.append(state.gate_forecast)
-            total += sum(predictor_nbytes(p) for p in predictors)
-        return total
-
     # ---- decisions ---------------------------------------------------------------------------------------
     def _first_block_decision(self, run, ctx, call: BlockCall, out: dict) -> None:
-        cfg = self.config
+        cfg = self._config(run)
         # The signal is the gate blocks' residual (output - input), as in FBCache: the output itself is dominated by
         # the block input, which hides how much the blocks' own contribution moved.
         gate_out = out[call.stream_keys[0]]
@@ -315,7 +332,7 @@ class BlockCachePatch(DiTPatch):
                 state.gate_forecast.update(~joint, current, self._time(ctx))
 
     def _block_decision(self, run, ctx, call: BlockCall) -> None:
-        cfg = self.config
+        cfg = self._config(run)
         p = call.position
         proposals = []
         for s, state in self._streams(run, ctx, call.hidden):
@@ -342,7 +359,7 @@ class BlockCachePatch(DiTPatch):
         """One decision per sample: it reuses only if each of its streams (cond, uncond, ...) may, because CFG
         multiplies any cond/uncond mismatch by the guidance scale. Streams of one step that arrive in separate
         model calls follow the first call's decision. Outside the schedule window nothing reuses."""
-        cfg = self.config
+        cfg = self._config(run)
         joint = proposals[0][1]
         for _, reuse, _ in proposals[1:]:
             joint = joint & reuse if reuse.shape == joint.shape else torch.zeros_like(joint)
@@ -360,7 +377,7 @@ class BlockCachePatch(DiTPatch):
     def _batch_reuse(self, run, ctx, hidden: torch.Tensor) -> torch.Tensor:
         parts = []
         for s, state in self._streams(run, ctx, hidden):
-            decision = state.block_reuse if self.config.gate == "block" else state.reuse
+            decision = state.block_reuse if self._config(run).gate == "block" else state.reuse
             rows = s.rows.stop - s.rows.start
             parts.append(decision if decision is not None else
                          torch.zeros(rows, dtype=torch.bool, device=hidden.device))
@@ -375,7 +392,7 @@ class BlockCachePatch(DiTPatch):
                 if out.get(key) is None or key not in inputs:
                     continue
                 inp, res = inputs[key][s.rows], out[key][s.rows]
-                predictor = state.block_residual.setdefault((p, key), self.config.predictor.build())
+                predictor = state.block_residual.setdefault((p, key), self._config(run).predictor.build())
                 if not predictor.empty:
                     mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))
                     out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + predictor.predict(self._time(ctx)),

@@ -39,6 +39,10 @@ class TaylorResidual:
     def empty(self) -> bool:
         return not self.terms
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.terms)
+
     def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None:
         """Record `value` at `time` for the rows in `computed` (a (rows,) bool mask); other rows keep their history."""
         t = torch.full((value.shape[0],), float(time), device=value.device, dtype=torch.float32)

@@ -26,7 +26,7 @@ from ..context import StepContext, Stream
 from ..patch import BlockCall, ModelCall, RunBlock, RunModel
 from ..state import RunState
 from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream, schedule_time
-from .predictors import Predictor, predictor_nbytes
+from .predictors import Predictor
 
 
 class _ForecastTrusted(Exception):
@@ -49,6 +49,7 @@ class GatedRun(OutputForecastRun):
     row_blocks_run: int = 0             # block evaluations x rows actually run (a cond-only probe runs part)
     row_blocks_total: int = 0
     errors: list = field(default_factory=list)  # the gate's signal on each probed step (for the log line)
+    input_like: torch.Tensor | None = None       # the model input's shape, on the meta device (for the plan)
 
 
 class ConfidenceGatedForecastPatch(OutputForecastPatch):
@@ -59,6 +60,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
 
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
         stats = self._stats(run)
+        stats.input_like = torch.empty(call.x.shape, dtype=call.x.dtype, device="meta")  # the plan's input shape
         stats.calls += 1
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
@@ -91,11 +93,11 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             value = out[s.rows]
             computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
             if state.predictor is None:
-                state.predictor = self.config.forecast.build()
+                state.predictor = self._config(run).forecast.build()
             state.predictor.update(computed, value, time)
             if residual is not None and residual.shape[0] == out.shape[0]:
                 if state.probe is None:
-                    state.probe = self.config.forecast.build()
+                    state.probe = self._config(run).forecast.build()
                 state.probe.update(computed, residual[s.rows], time)
         stats.probe_residual = None
         return out
@@ -104,6 +106,8 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         if call.position != 0:
             return run_block(call.args)
         stats = self._stats(run)
+        if stats.config is None:  # the run's first call: the probe's history is shaped like the first block's
+            self._plan(run, ctx, call, stats.input_like)
         # Blocks may update their input in place (Flux's addcmul_): keep the input to measure the residual.
         before = call.hidden.clone()
         key = call.stream_keys[0]
@@ -139,7 +143,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
 
     def _may_forecast(self, stats: GatedRun, ctx: StepContext, states) -> bool:
         """Whether this step may forecast at all; the probe then decides whether it does."""
-        cfg = self.config
+        cfg = stats.config or self.config
         if cfg.off or ctx.total_steps < max(1, cfg.min_steps) or not cfg.window.allows_reuse(ctx):
             return False
         if stats.last_compute < 0 or ctx.step - stats.last_compute >= cfg.interval:
@@ -162,10 +166,6 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             worst = max(worst, float(error.max()))  # the one host sync of a probed step
         self._stats(run).errors.append(worst)
         return worst < self.config.threshold
-
-    def forecast_bytes(self, run: RunState) -> int:
-        return sum(predictor_nbytes(p) for state in run.states_of(self.name)
-                   for p in (state.predictor, state.probe) if p is not None)
 
     def rule(self) -> str:
         cfg = self.config

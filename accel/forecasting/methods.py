@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..caching.block_cache import BlockCacheConfig, BlockCachePatch
+from ..memory import AUTO
 from ..patch import DiTPatch
 from .confidence_gate import ConfidenceGatedForecastPatch
 from .output_forecast import OutputForecastConfig, OutputForecastPatch
@@ -49,6 +50,7 @@ class ForecastSettings:
     warmup_steps: int = 1
     final_steps: int | None = None  # None: the method's default (1; 0 for spectrum-plan: its plan decides)
     granularity: str = "model"    # model (output), stack or block (taylorseer / spectrum)
+    memory_gib: float = AUTO      # state budget: -1 auto, 0 no limit, else GiB (accel/memory.py)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -69,7 +71,7 @@ class ForecastSettings:
 
     def patch(self) -> DiTPatch:
         window = dict(start_percent=self.start_percent, end_percent=self.end_percent,
-                      warmup_steps=self.warmup_steps, final_steps=self.forced_final_steps)
+                      warmup_steps=self.warmup_steps, final_steps=self.forced_final_steps, memory_gib=self.memory_gib)
         if self.method == "cg-taylor" and self.granularity == "model":
             return ConfidenceGatedForecastPatch(OutputForecastConfig(
                 self.forecast(), interval=self.interval, gate="confidence", threshold=self.threshold, **window),

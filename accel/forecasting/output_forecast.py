@@ -19,7 +19,8 @@ from ..context import StepContext
 from ..patch import DiTPatch, ModelCall, RunModel
 from ..state import RunState, StreamState
 from .plan import compute_budget, error_weighted_plan
-from .predictors import ForecastConfig, Predictor, predictor_nbytes
+from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
+from .predictors import ForecastConfig, Predictor
 
 GATES = ("interval", "planned", "confidence")
 
@@ -43,6 +44,9 @@ class OutputForecastConfig:
     warmup_steps: int = 1
     final_steps: int = 1
     min_steps: int = 10   # shorter schedules (few-step distilled models) are not forecast: too few steps to fit
+    # State budget in GiB: -1 auto, 0 no limit (exactly this setting), else a size (accel/memory.py); over it the
+    # history degrades in the order of `budget.output_ladder` before anything is allocated.
+    memory_gib: float = AUTO
 
     def __post_init__(self):
         if self.gate not in GATES:
@@ -60,6 +64,7 @@ class OutputForecastConfig:
                              f"end {self.end_percent}: set start_percent below end_percent")
         if self.warmup_steps < 0 or self.final_steps < 0:
             raise ValueError("warmup_steps and final_steps must be >= 0")
+        validate_memory_gib(self.memory_gib)
 
     @property
     def window(self) -> ScheduleWindow:
@@ -84,6 +89,8 @@ class OutputForecastRun:
     computed: int = 0
     total_steps: int = 0
     decisions: dict = field(default_factory=dict)  # step -> compute?, so separate cond/uncond calls agree
+    config: OutputForecastConfig | None = None     # this run's setting, planned against the memory budget
+    budget_note: str = ""
 
 
 def schedule_time(ctx: StepContext) -> float:
@@ -108,6 +115,22 @@ class OutputForecastPatch(DiTPatch):
     def _stats(self, run: RunState) -> OutputForecastRun:
         return run.data(self.name, self.run_type)
 
+    def _config(self, run: RunState) -> OutputForecastConfig:
+        return self._stats(run).config or self.config
+
+    def memory_fit(self, shape: StateShape, free_memory: int | None, total_steps: int, device: torch.device):
+        """The setting a run at `shape` would use within the memory budget, and its planned bytes (`memory.Fit`)."""
+        from .budget import plan_output_forecast
+        return plan_output_forecast(self, shape, free_memory, total_steps, device)
+
+    def _plan(self, run: RunState, ctx: StepContext, call, x: torch.Tensor) -> None:
+        """Fit this run's history to its memory budget at its first call, before anything is allocated (`call`: the
+        first block's, for a gate whose state is shaped like the blocks' streams)."""
+        device = call.hidden.device if call is not None else x.device
+        result = self.memory_fit(StateShape.of(call, x, ctx), run.free_memory, ctx.total_steps, device)
+        stats = self._stats(run)
+        stats.config, stats.budget_note = result.config, result.describe()
+
     def _states(self, run: RunState, ctx: StepContext, x: torch.Tensor):
         return [(s, run.stream_state(self.name, s.key, x[s.rows], self.stream_type)) for s in ctx.streams]
 
@@ -118,8 +141,10 @@ class OutputForecastPatch(DiTPatch):
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
-        cfg = self.config
         stats = self._stats(run)
+        if stats.config is None:
+            self._plan(run, ctx, None, call.x)
+        cfg = stats.config
         stats.calls += 1
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
@@ -140,7 +165,7 @@ class OutputForecastPatch(DiTPatch):
         return out
 
     def _compute(self, run, ctx: StepContext, states) -> bool:
-        cfg = self.config
+        cfg = self._config(run)
         if cfg.off or ctx.total_steps < max(1, cfg.min_steps) or \
                 any(st.predictor is None or st.predictor.empty for _, st in states):
             return True
@@ -166,10 +191,6 @@ class OutputForecastPatch(DiTPatch):
             forced |= {ctx.total_steps - 1}
         return error_weighted_plan(ctx.schedule, budget, forced, weight_power=cfg.weight_power)
 
-    def forecast_bytes(self, run: RunState) -> int:
-        return sum(predictor_nbytes(state.predictor) for state in run.states_of(self.name)
-                   if state.predictor is not None)
-
     def rule(self) -> str:
         """When the model runs, in words, for the log line."""
         cfg = self.config
@@ -179,15 +200,15 @@ class OutputForecastPatch(DiTPatch):
 
     def on_run_end(self, run: RunState) -> str | None:
         stats = self._stats(run)
-        cfg = self.config
+        cfg = self._config(run)
         if stats.calls == 0:
             return None
-        held = self.forecast_bytes(run)
+        held = run_state_nbytes(run, self.name)
         speedup = stats.calls / max(1, stats.computed)
         line = (f"{self.label} ({cfg.forecast.describe()} of the model output, computes {self.rule()}): ran "
                 f"{stats.computed}/{stats.calls} model calls, {speedup:.2f}x compute speedup; forecaster held "
-                f"{held / 2**20:.2f} MiB ({held} bytes) on the model's device")
-        run.metrics["forecast_bytes"] = float(held)
+                f"{held / 2**20:.2f} MiB ({held} bytes) on the model's device; {stats.budget_note}")
+        run.metrics["forecast_bytes"] = run.metrics["state_bytes"] = float(held)
         if cfg.off:
             line += ". Forecasting is off at this setting: outputs equal the unpatched model."
         elif stats.computed == stats.calls and stats.total_steps:

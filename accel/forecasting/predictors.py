@@ -5,7 +5,8 @@
   spectral_taylor  the two blended, as the ComfyUI ports of Spectrum do: (1 - blend) spectral + blend taylor
 
 Every predictor has the same small interface (`empty`, `update(computed, value, time)`, `predict(time)`, `nbytes`),
-so gates never know which one they feed.
+so gates never know which one they feed. `StoredHistory` wraps any of them to keep the history in a narrower dtype or
+in CPU memory (the memory budget's cheaper rungs, `accel/memory.py`).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class BlendedResidual:
 
     @property
     def nbytes(self) -> int:
-        return self.spectral.nbytes + taylor_nbytes(self.taylor)
+        return self.spectral.nbytes + self.taylor.nbytes
 
     def update(self, computed, value, time) -> None:
         self.spectral.update(computed, value, time)
@@ -56,8 +57,41 @@ class BlendedResidual:
         return torch.lerp(self.spectral.predict(time), self.taylor.predict(time), self.blend)
 
 
-def taylor_nbytes(taylor: TaylorResidual) -> int:
-    return sum(t.numel() * t.element_size() for t in taylor.terms)
+@dataclass
+class StoredHistory:
+    """Any predictor with its history kept in `dtype` (None: the value's own) and, with `offload`, in CPU memory;
+    forecasts come back in the value's dtype on its device. Offloading moves each computed value to the host once and
+    each forecast back once (a copy per step, no recomputation); off the CPU nothing of the history stays on the
+    device, which `device_nbytes` reports to the memory accounting."""
+
+    inner: Predictor
+    dtype: torch.dtype | None = None
+    offload: bool = False
+    like: tuple[torch.dtype, torch.device] | None = None  # the values' own dtype and device
+
+    @property
+    def empty(self) -> bool:
+        return self.inner.empty
+
+    @property
+    def nbytes(self) -> int:
+        return self.inner.nbytes
+
+    @property
+    def device_nbytes(self) -> int:
+        return 0 if self.offload else self.inner.nbytes
+
+    def _storage(self, device: torch.device) -> torch.device:
+        return torch.device("cpu") if self.offload else device
+
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None:
+        self.like = (value.dtype, value.device)
+        where = self._storage(value.device)
+        self.inner.update(computed.to(where), value.to(device=where, dtype=self.dtype or value.dtype), time)
+
+    def predict(self, time: float) -> torch.Tensor:
+        dtype, device = self.like
+        return self.inner.predict(time).to(device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -75,6 +109,8 @@ class ForecastConfig:
     ridge: float = 0.1
     window: int = 6
     blend: float = 0.5
+    history_dtype: torch.dtype | None = None  # keep the history in this dtype (None: the model's own)
+    offload: bool = False                     # keep the history in CPU memory
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -91,6 +127,12 @@ class ForecastConfig:
             raise ValueError(f"blend must be in [0, 1], got {self.blend}")
 
     def build(self) -> Predictor:
+        predictor = self._build_plain()
+        if self.history_dtype is not None or self.offload:
+            return StoredHistory(predictor, self.history_dtype, self.offload)
+        return predictor
+
+    def _build_plain(self) -> Predictor:
         if self.method == "taylor":
             return TaylorResidual(self.order)
         spectral = SpectralResidual(self.degree, self.ridge, self.window)
@@ -106,6 +148,4 @@ class ForecastConfig:
 
 
 def predictor_nbytes(predictor) -> int:
-    if isinstance(predictor, TaylorResidual):
-        return taylor_nbytes(predictor)
     return predictor.nbytes

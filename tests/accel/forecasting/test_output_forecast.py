@@ -34,8 +34,9 @@ def test_output_forecast_skips_whole_calls_and_counts_them(tiny_wan, sample):
     assert not torch.equal(out, expected) and torch.isfinite(out).all()
     # Memory was reported and freed at the end of the run: one output per stream, two Taylor terms each.
     per_stream = 2 * 2 * 16 * 8 * 8 * 4  # two Taylor terms x two rows (labels) x latent x float32
-    assert f"({2 * per_stream} bytes)" in summary[0]
-    assert run.metrics["forecast_bytes"] == 2 * per_stream and not run.states
+    per_row = 4 + 4  # each row's last computed time (float32) and its count of computes (int32)
+    assert f"({2 * per_stream + 2 * 2 * per_row} bytes)" in summary[0]
+    assert run.metrics["forecast_bytes"] == 2 * per_stream + 2 * 2 * per_row and not run.states
 
 
 def test_order_zero_equals_plain_reuse_of_the_output(tiny_wan, sample):

@@ -1,0 +1,76 @@
+"""The block cache's memory budget: the state a setting would hold, planned before the run allocates, and the order
+in which a setting that does not fit is made cheaper (before anything is allocated; the log line says what was done).
+
+  1. history in bfloat16 (only when the model computes in fp32);
+  2. a static schedule on the block stack's residual instead of each block's (the same longest stretch between
+     computes): one residual instead of one per block, and the block gate's kept inputs go. On models with several
+     block kinds (Flux, HunyuanVideo: a joint sequence in the single blocks) the residuals stay per block, only the
+     gate's inputs go;
+  3. history offloaded to CPU memory (GPU models only; at most a quarter of the system's available memory);
+  4. Taylor order 1, then plain reuse;
+  5. caching off, said in the log line, rather than running out of memory mid-run.
+
+Measured on the reference model (bench, README "Real scale"): rung 2 costs the least quality per byte saved; rungs 3
+costs none but host traffic; rung 4 costs the most.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..forecasting.budget import offload_rung, order_rungs, precision_rung
+from ..memory import UNLIMITED, Fit, MemoryBudget, StateShape, fit, planned_state
+from ..state import RunState
+
+SIMULATED_STEPS = 20  # enough for every predictor's history to fill (Spectrum's window is 6 computes)
+
+
+def _on_history(rung):
+    """A predictor rung applied to a block-cache setting's forecaster."""
+    what, cheaper = rung
+
+    def apply(config):
+        forecast = cheaper(config.predictor)
+        return None if forecast is None else dataclasses.replace(config, forecast=forecast,
+                                                                 forecast_order=forecast.order)
+    return what, apply
+
+
+def _stack_schedule(config):
+    if not config.per_block:
+        return None
+    if config.gate == "block":
+        # The block gate at the presets' threshold reuses until `max_consecutive`: the same stretch, on a schedule.
+        return dataclasses.replace(config, gate="static", granularity="stack", interval=config.max_consecutive + 1)
+    return dataclasses.replace(config, granularity="stack")
+
+
+def ladder(dtype: torch.dtype, device: torch.device) -> list:
+    return [_on_history(precision_rung(dtype)),
+            ("static schedule on the block stack's residual instead of each block's", _stack_schedule),
+            _on_history(offload_rung(device)),
+            *(_on_history(r) for r in order_rungs()),
+            ("caching off", lambda c: dataclasses.replace(c, gate="static", interval=1))]
+
+
+def planned_bytes(config, shape: StateShape, total_steps: int) -> tuple[int, int]:
+    """(device, host) bytes `config` would hold at `shape`, from the block cache's own hooks (`memory.simulate`)."""
+    from .block_cache import BlockCachePatch
+    return planned_state(BlockCachePatch, dataclasses.replace(config, memory_gib=UNLIMITED), shape,
+                         total_steps or SIMULATED_STEPS, SIMULATED_STEPS)
+
+
+def fit_block_cache(patch, shape: StateShape, free_memory: int | None, total_steps: int,
+                    device: torch.device) -> Fit:
+    config = patch.config
+    budget = MemoryBudget.resolve(config.memory_gib, free_memory)
+    return fit(config, ladder(shape.dtype, device), lambda c: planned_bytes(c, shape, total_steps), budget)
+
+
+@torch.compiler.disable
+def plan_block_cache(patch, shape: StateShape, run: RunState, total_steps: int, device: torch.device):
+    """This run's setting and the log clause saying what the budget did. Once per run, at its first call, and never
+    inside a captured graph (a compiled forward calls it eagerly)."""
+    result = fit_block_cache(patch, shape, run.free_memory, total_steps, device)
+    return result.config, result.describe()
