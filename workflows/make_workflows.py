@@ -157,7 +157,7 @@ def _plain_and_accelerated(type_, widgets, title, branch, log) -> dict:
 
 def reference_with_and_without_acceleration() -> dict:
     return _plain_and_accelerated(
-        "DiTAccelBlockCache", ["balanced", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 3, 2],
+        "DiTAccelBlockCache", ["balanced", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 3, 2, -1.0],
         "DiT Block Cache (balanced)", "accelerated: DiT Block Cache balanced",
         (BLOCK_CACHE_LOG,))
 
@@ -174,7 +174,7 @@ def reference_with_forecast(method: str):
     """Full compute beside DiT Forecast with one method on its balanced setting (4x on 20 steps)."""
     def build() -> dict:
         return _plain_and_accelerated(
-            "DiTAccelForecast", [method, "balanced", 5, 0.1, 1, 4, "model", 0.0, 1.0, 1, -1],
+            "DiTAccelForecast", [method, "balanced", 5, 0.1, 1, 4, "model", 0.0, 1.0, 1, -1, -1.0],
             f"DiT Forecast ({method}, balanced)", f"accelerated: DiT Forecast {method} balanced",
             (rf"dit-accel {method} .*: ran (?P<done>\d+)/(?P<of>\d+) model calls",))
     return build
@@ -222,7 +222,7 @@ def flux_dev_with_block_cache() -> dict:
     clip = g.node("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"], [],
                   [("CLIP", "CLIP")], (0, 1), display="Load CLIP (Dual)")
     vae = g.node("VAELoader", ["ae.safetensors"], [], [("VAE", "VAE")], (0, 1), display="Load VAE")
-    cache = g.node("DiTAccelBlockCache", ["custom", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 2, 2],
+    cache = g.node("DiTAccelBlockCache", ["custom", 1.0, "block", "stack", 2, 0.0, 1.0, 1, 1, 2, 2, -1.0],
                    [("model", "MODEL")], [("MODEL", "MODEL")], (1, 0), "DiT Block Cache (custom: balanced settings)")
     text = g.node("CLIPTextEncode", ["a red fox reading a newspaper in a cafe, film photo"],
                   [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], (1, 1), "prompt", TEXT_SIZE)
