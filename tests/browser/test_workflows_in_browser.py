@@ -74,8 +74,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get_json(url: str, timeout: float = 60):
+    """A GET to the server, which answers slowly while it samples on a busy CPU."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -103,7 +104,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             try:
-                _get_json(self.url + "/system_stats")
+                _get_json(self.url + "/system_stats", timeout=10)
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -192,7 +193,10 @@ def _run(page, server) -> tuple[int, dict]:
 def _wait_for_history(server, prompt_id: str) -> dict:
     deadline = time.monotonic() + RUN_S
     while time.monotonic() < deadline:
-        entry = _get_json(f"{server.url}/history/{prompt_id}").get(prompt_id)
+        try:
+            entry = _get_json(f"{server.url}/history/{prompt_id}").get(prompt_id)
+        except TimeoutError:
+            continue
         if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
             return entry
         time.sleep(0.5)
@@ -292,7 +296,7 @@ def test_template_browser_lists_every_workflow_with_title_and_thumbnail(server, 
             image = card.locator("img").first
             image.wait_for(timeout=15000)
             page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=15000)
-            src, width = image.evaluate("img => [img.currentSrc, img.naturalWidth]")
-            assert width > 0 and src.endswith(".jpg"), f"{path.stem!r}: no thumbnail shown ({src!r})"
+            # The front end fetches <name>.jpg into a blob URL; an image with pixels means the file was served.
+            assert image.evaluate("img => img.naturalWidth") > 0, f"{path.stem!r}: no thumbnail shown"
     finally:
         page.keyboard.press("Escape")

@@ -75,6 +75,12 @@ def _load_generator():
     return module
 
 
+def test_every_workflow_has_its_thumbnail():
+    """ComfyUI's template browser shows workflows/<name>.jpg as the thumbnail of workflows/<name>.json."""
+    lacking = [p.name for p in WORKFLOWS if not p.with_suffix(".jpg").exists()]
+    assert not lacking, f"no thumbnail for {lacking}: DIT_ACCEL_UPDATE_SCREENSHOTS=1 pytest tests/browser takes them"
+
+
 def test_committed_workflows_are_the_generators_output():
     """The JSON files are make_workflows.py's output, so the checks on the generator below cover what ships."""
     gen = _load_generator()
