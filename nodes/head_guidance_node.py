@@ -44,9 +44,10 @@ class DiTHeadGuidance(io.ComfyNode):
                                         "('6:*' = every head of layer 6). Layers count the model's blocks in order "
                                         "(Flux: double blocks, then single blocks); the node names the valid range "
                                         "if a pair is outside the model."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Guide from this fraction of the schedule on."),
-                io.Float.Input("end_percent", default=0.6, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("start_percent", default=0.2, min=0.0, max=1.0, step=0.01,
+                               tooltip="Guide from this fraction of the schedule on. The first steps settle what "
+                                       "the image shows (the reference preset starts at 0.2 to keep it)."),
+                io.Float.Input("end_percent", default=0.8, min=0.0, max=1.0, step=0.01,
                                tooltip="Guide until this fraction of the schedule. Each guided step costs an extra "
                                        "partial pass; late steps mostly refine texture."),
                 io.Boolean.Input("use_preset_settings", default=False, **ADVANCED,

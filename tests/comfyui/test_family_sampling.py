@@ -116,10 +116,11 @@ class DropSkipped(DiTPatch):
         return run_block(call.args)
 
 
-def _patcher(name: str):
+def _patcher(name: str, spec: Spec | None = None):
+    """A ModelPatcher around the family's tiny model (`spec` overrides SPECS[name], e.g. another depth)."""
     import comfy.model_patcher
     import comfy.supported_models
-    spec = SPECS[name]
+    spec = spec or SPECS[name]
     try:
         config = getattr(comfy.supported_models, spec.config)(dict(spec.unet))
         config.set_inference_dtype(torch.float32, None)

@@ -51,7 +51,7 @@ def test_guidance_changes_the_sample_and_logs_its_extra_cost(node_registry, refe
 
 
 @pytest.mark.parametrize("heads,message", [("8:0", r"layers run 0\.\.7"), ("3:2", r"heads run 0\.\.1"),
-                                           ("no-such-preset", "neither a preset")])
+                                           ("no-such-preset", "neither .auto., a preset")])
 def test_heads_outside_the_model_are_refused_naming_the_range(node_registry, reference, heads, message):
     with pytest.raises(ValueError, match=message):
         _execute(node_registry, "DiTAccelHeadGuidance", model=reference, **{**SETTINGS, "heads": heads})
