@@ -67,3 +67,17 @@ register_method(BenchMethod("blockcache-reuse", "block cache, block gate, plain 
 
 # Each capability registers its methods in its own module, imported here so `--list` shows them all.
 from . import methods_forecast, methods_guidance, methods_quant, methods_sparse  # noqa: E402,F401
+
+
+def _degraded(level: str) -> BlockCacheConfig:
+    """The preset after the memory budget's granularity rung, the one video shapes take (README, real scale)."""
+    from ..accel.caching.budget import ladder
+    rung = dict(ladder(torch.bfloat16, torch.device("cpu")))["static schedule on the block stack's residual "
+                                                             "instead of each block's"]
+    return rung(preset("wan", level))
+
+
+for _level in LEVELS:
+    register_method(BenchMethod(f"blockcache-{_level}-stack", f"block cache {_level} preset as the memory budget "
+                                "degrades it on video: static schedule, the block stack's residual",
+                                _block_cache(_degraded(_level))))
