@@ -180,6 +180,15 @@ def reference_with_forecast(method: str):
     return build
 
 
+def reference_with_multi_gpu() -> dict:
+    """One process beside DiT Multi-GPU over 2 devices: GPUs where there are two, else 2 CPU processes (gloo), which
+    is how the browser check runs it; the two branches give the same digits."""
+    return _plain_and_accelerated(
+        "DiTAccelMultiGPU", [2, "auto", "", "auto", 60.0, 1], "DiT Multi-GPU (2 devices)",
+        "split over 2 devices: DiT Multi-GPU",
+        (r"dit-accel sequence_parallel: 2 ranks, image tokens split .*; attention calls: \d+ (ulysses|ring)",))
+
+
 def reference_quantize_and_save() -> dict:
     """Quantize the reference model to 4-bit TLQ (LRQ-DiT twin-log codebook), calibrated (GPTQ) on the same prompt
     and latent over 4 steps, sample with it, and save it."""
@@ -298,6 +307,7 @@ WORKFLOWS = {"Reference digits - DiT Block Cache vs plain": reference_with_and_w
              "Reference digits - DiT Head Guidance vs CFG alone": reference_with_head_guidance,
              **{f"Reference digits - DiT Forecast {title} vs plain": reference_with_forecast(method)
                 for method, title in FORECAST_TITLES.items()},
+             "Reference digits - DiT Multi-GPU (2 devices) vs one": reference_with_multi_gpu,
              "Reference digits - quantize to TLQ 4-bit and save": reference_quantize_and_save,
              "Quantized file in the core loader with a LoRA": quantized_file_with_core_loader_and_lora,
              "Flux.1-dev - DiT Block Cache": flux_dev_with_block_cache,
