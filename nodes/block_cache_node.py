@@ -11,6 +11,7 @@ from ..accel.caching.block_cache import GATES, GRANULARITIES
 from ..accel.memory import AUTO
 from .comfy_bridge import apply_patch
 from .compat import ADVANCED
+from .memory_input import memory_budget_input
 
 CUSTOM = "custom"
 _DEFAULT = preset("wan", "balanced")  # "custom" starts from the measured balanced setting
@@ -68,13 +69,7 @@ class DiTBlockCache(io.ComfyNode):
                              tooltip="custom only: 0 reuses a skipped block's cached residual; 1-3 forecast it "
                                      "with a Taylor expansion over the computed steps (TaylorSeer; the presets use "
                                      "2)."),
-                io.Float.Input("memory", default=AUTO, min=-1.0, max=1024.0, step=0.25, **ADVANCED,
-                               tooltip="State budget in GiB for what this node keeps between steps. -1 (auto): 10 % of the "
-                                       "GPU memory ComfyUI reports free at the run's first step, at most 1 GiB. 0: no limit "
-                                       "(exactly the setting above; may run out of memory on video). Over budget it degrades"
-                                       " before allocating, in this order: history in bf16, a static schedule on the block "
-                                       "stack instead of each block, history in CPU memory, lower Taylor order, caching off;"
-                                       " its log line says what it did."),
+                memory_budget_input("history in bf16, a static schedule on the block stack instead of each block, history in CPU memory, lower Taylor order, caching off"),
             ],
             outputs=[io.Model.Output(tooltip="The model with block caching attached.")],
         )

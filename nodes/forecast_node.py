@@ -12,6 +12,7 @@ from ..accel.forecasting.presets import LEVELS, forecast_preset
 from ..accel.memory import AUTO
 from .comfy_bridge import apply_patch
 from .compat import ADVANCED
+from .memory_input import memory_budget_input
 
 log = logging.getLogger("dit_accel")
 
@@ -82,14 +83,7 @@ class DiTForecast(io.ComfyNode):
                              tooltip="Last steps always computed. -1: the method's default (1; 0 for "
                                      "spectrum-plan, whose plan decides whether the final step runs when computes "
                                      "are scarce: 5 or fewer; with more it always runs)."),
-                io.Float.Input("memory", default=AUTO, min=-1.0, max=1024.0, step=0.25, **ADVANCED,
-                               tooltip="State budget in GiB for what this node keeps between steps. -1 (auto): 10 % of the "
-                                       "GPU memory ComfyUI reports free at the run's first step, at most 1 GiB. 0: no limit "
-                                       "(exactly the setting above; may run out of memory on video). Over budget it degrades"
-                                       " before allocating, in this order: history in bf16, history in CPU memory, lower "
-                                       "Taylor order, forecasting off (the model output's history is small: only stack / "
-                                       "block granularity and cg-taylor's probe on video come near it); its log line says "
-                                       "what it did."),
+                memory_budget_input("history in bf16, history in CPU memory, lower Taylor order, forecasting off (the model output's history is small: only stack / block granularity and cg-taylor's probe on video come near it)"),
             ],
             outputs=[io.Model.Output(tooltip="The model with forecasting attached.")],
         )
