@@ -24,7 +24,9 @@ folder_paths.add_model_folder_path("diffusion_models", folder)
 patcher = nodes.UNETLoader().load_unet(name, "default")[0]
 dm = patcher.model.diffusion_model
 inputs = load_file(inputs_path)
-out = {"pack_imported": torch.tensor([any("dit_accel" in m or "dit-accel" in m for m in sys.modules)]),
+# The pack's own modules, not setuptools' editable-install finder (always in sys.modules, it imports nothing).
+pack = [m for m in sys.modules if m.split(".")[0] == "dit_accel" or ("dit_accel" in m and not m.endswith("_finder"))]
+out = {"pack_imported": torch.tensor([bool(pack)]),
        "ops_wrapped": torch.tensor([hasattr(comfy.ops.mixed_precision_ops, "_dit_accel_tlq_wrapped")])}
 with torch.no_grad():
     for n, m in dm.named_modules():
