@@ -53,6 +53,7 @@ class BlockCacheConfig:
     forecast_order: int = 0   # 0 reuses the cached residual; 1-3 extrapolate it (TaylorSeer) from computed steps
     forecast: ForecastConfig | None = None  # another predictor (Spectrum, blends); None: Taylor of forecast_order
     forecast_time: str = "step"  # "step" (the scheduler's time; measured best) or "sigma"
+    min_steps: int = 0  # shorter schedules run unpatched (forecasting sets 10: too few steps to fit a forecast)
     # State budget in GiB: -1 auto (accel/memory.py), 0 no limit (exactly this setting), else a size; over it the
     # run degrades in the order of `budget.LADDER` before anything is allocated, and its log line says so.
     memory_gib: float = AUTO
@@ -87,7 +88,8 @@ class BlockCacheConfig:
 
     @property
     def window(self) -> ScheduleWindow:
-        return ScheduleWindow(self.start_percent, self.end_percent, self.warmup_steps, self.final_steps)
+        return ScheduleWindow(self.start_percent, self.end_percent, self.warmup_steps, self.final_steps,
+                              self.min_steps)
 
     @property
     def per_block(self) -> bool:
@@ -285,7 +287,11 @@ class BlockCachePatch(DiTPatch):
             line += ". Caching is off at this setting: outputs equal the unpatched model."
         elif stats.total_steps and stats.row_blocks_run == stats.row_blocks_total:
             reusable = cfg.window.reusable_steps(stats.total_steps)
-            if reusable < 2:
+            if stats.total_steps < cfg.min_steps:
+                line += (f". The {stats.total_steps}-step schedule is too short to forecast (it needs "
+                         f"{cfg.min_steps} or more): nothing was skipped. For few-step (distilled) models use sparse "
+                         "attention or quantized weights instead.")
+            elif reusable < 2:
                 line += (f". The {stats.total_steps}-step schedule is too short to cache: warm-up and final steps "
                          f"leave {reusable} step(s) to reuse, so nothing was skipped. For few-step (distilled) "
                          "models use sparse attention or quantized weights instead.")

@@ -37,10 +37,13 @@ class ScheduleWindow:
     end_percent: float = 1.0
     warmup_steps: int = 1
     final_steps: int = 1
+    min_steps: int = 0  # shorter schedules never reuse (forecasts need enough computed steps to fit)
 
     def allows_reuse(self, ctx: StepContext) -> bool:
         if ctx.total_steps <= 0 or ctx.step < 0:
             return False  # no schedule known (a custom sampler): never guess, always compute
+        if ctx.total_steps < self.min_steps:
+            return False
         if ctx.step < self.warmup_steps or ctx.step >= ctx.total_steps - self.final_steps:
             return False
         return self.start_percent <= ctx.percent < self.end_percent

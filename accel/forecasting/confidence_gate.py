@@ -69,7 +69,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         stats.row_blocks_total += call.blocks * rows
         decided = stats.decisions.get(ctx.step)
         if decided is False:  # a later call of a step whose probe trusted the forecast (cond and uncond apart)
-            return self._predict(states, time)
+            return self._predict(run, states, time)
         stats.probing = decided is None and self._may_forecast(stats, ctx, states)
         stats.probe_residual, stats.call_states = None, states
         try:
@@ -80,7 +80,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             stats.row_blocks_run += stats.probed_rows
             stats.decisions[ctx.step] = False
             stats.trusted += 1
-            return self._predict(states, time)
+            return self._predict(run, states, time)
         finally:
             stats.probing = False
             stats.call_states = []
@@ -89,13 +89,14 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         stats.row_blocks_run += call.blocks * rows
         stats.last_compute = max(stats.last_compute, ctx.step)
         residual = stats.probe_residual
+        packed = self._packed(run, out)
         for s, state in states:
-            value = out[s.rows]
+            value = packed[s.rows]
             computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
             if state.predictor is None:
                 state.predictor = self._config(run).forecast.build()
             state.predictor.update(computed, value, time)
-            if residual is not None and residual.shape[0] == out.shape[0]:
+            if residual is not None and residual.shape[0] == packed.shape[0]:
                 if state.probe is None:
                     state.probe = self._config(run).forecast.build()
                 state.probe.update(computed, residual[s.rows], time)

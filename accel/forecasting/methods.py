@@ -23,7 +23,7 @@ from ..caching.block_cache import BlockCacheConfig, BlockCachePatch
 from ..memory import AUTO
 from ..patch import DiTPatch
 from .confidence_gate import ConfidenceGatedForecastPatch
-from .output_forecast import OutputForecastConfig, OutputForecastPatch
+from .output_forecast import FORECAST_MIN_STEPS, OutputForecastConfig, OutputForecastPatch
 from .predictors import ForecastConfig
 
 TAYLOR = ForecastConfig("taylor", order=1)
@@ -79,12 +79,14 @@ class ForecastSettings:
         if self.method == "cg-taylor":  # CG-Taylor's own target: the stack's residual after the first block
             return BlockCachePatch(BlockCacheConfig(gate="cg", granularity="stack", threshold=self.threshold,
                                                     max_consecutive=max(0, self.interval - 1),
-                                                    forecast=self.forecast(), forecast_time="step", **window),
+                                                    forecast=self.forecast(), forecast_time="step",
+                                                    min_steps=FORECAST_MIN_STEPS, **window),
                                    name="forecast")
         if self.granularity != "model":
             return BlockCachePatch(BlockCacheConfig(gate="static", interval=self.interval,
                                                     granularity=self.granularity, max_consecutive=self.interval,
-                                                    forecast=self.forecast(), forecast_time="step", **window),
+                                                    forecast=self.forecast(), forecast_time="step",
+                                                    min_steps=FORECAST_MIN_STEPS, **window),
                                    name="forecast")
         gate = "planned" if self.method == "spectrum-plan" else "interval"
         return OutputForecastPatch(OutputForecastConfig(self.forecast(), interval=self.interval, gate=gate, **window),

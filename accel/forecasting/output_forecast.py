@@ -20,9 +20,11 @@ from ..patch import DiTPatch, ModelCall, RunModel
 from ..state import RunState, StreamState
 from .plan import compute_budget, error_weighted_plan
 from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
+from .output_layout import OutputLayout
 from .predictors import ForecastConfig, Predictor
 
 GATES = ("interval", "planned", "confidence")
+FORECAST_MIN_STEPS = 10  # a forecast needs enough computed steps to fit; shorter schedules are not forecast
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class OutputForecastConfig:
     end_percent: float = 1.0
     warmup_steps: int = 1
     final_steps: int = 1
-    min_steps: int = 10   # shorter schedules (few-step distilled models) are not forecast: too few steps to fit
+    min_steps: int = FORECAST_MIN_STEPS  # shorter schedules (few-step distilled models) run unpatched
     # State budget in GiB: -1 auto, 0 no limit (exactly this setting), else a size (accel/memory.py); over it the
     # history degrades in the order of `budget.output_ladder` before anything is allocated.
     memory_gib: float = AUTO
@@ -68,7 +70,8 @@ class OutputForecastConfig:
 
     @property
     def window(self) -> ScheduleWindow:
-        return ScheduleWindow(self.start_percent, self.end_percent, self.warmup_steps, self.final_steps)
+        return ScheduleWindow(self.start_percent, self.end_percent, self.warmup_steps, self.final_steps,
+                              self.min_steps)
 
     @property
     def off(self) -> bool:
@@ -91,6 +94,7 @@ class OutputForecastRun:
     decisions: dict = field(default_factory=dict)  # step -> compute?, so separate cond/uncond calls agree
     config: OutputForecastConfig | None = None     # this run's setting, planned against the memory budget
     budget_note: str = ""
+    layout: OutputLayout = OutputLayout()           # the model output's form (a tensor; LTX-2: [video, audio])
 
 
 def schedule_time(ctx: StepContext) -> float:
@@ -134,11 +138,16 @@ class OutputForecastPatch(DiTPatch):
     def _states(self, run: RunState, ctx: StepContext, x: torch.Tensor):
         return [(s, run.stream_state(self.name, s.key, x[s.rows], self.stream_type)) for s in ctx.streams]
 
-    @staticmethod
-    def _predict(states, time: float) -> torch.Tensor:
-        """The forecast output of every stream of the call, in the call's row order."""
+    def _predict(self, run: RunState, states, time: float):
+        """The forecast output of every stream of the call, in the call's row order and the model's output form."""
         parts = [state.predictor.predict(time) for _, state in states]
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+        return self._stats(run).layout.unpack(torch.cat(parts) if len(parts) > 1 else parts[0])
+
+    def _packed(self, run: RunState, out) -> torch.Tensor:
+        """The computed output as one batch-first tensor; remembers its form for the forecasts."""
+        stats = self._stats(run)
+        stats.layout = OutputLayout.of(out)
+        return stats.layout.pack(out)
 
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
         stats = self._stats(run)
@@ -150,12 +159,13 @@ class OutputForecastPatch(DiTPatch):
         states = self._states(run, ctx, call.x)
         time = schedule_time(ctx)
         if not self._compute(run, ctx, states):
-            return self._predict(states, time)
+            return self._predict(run, states, time)
         out = run_model()
+        packed = self._packed(run, out)
         stats.computed += 1
         computed_rows = None
         for s, state in states:
-            value = out[s.rows]
+            value = packed[s.rows]
             if computed_rows is None or computed_rows.shape[0] != value.shape[0]:
                 computed_rows = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
             if state.predictor is None:

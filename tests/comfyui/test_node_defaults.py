@@ -21,9 +21,6 @@ NODE_IDS = ("DiTAccelBlockCache", "DiTAccelForecast", "DiTAccelSparseAttention",
 # MODEL -> MODEL nodes whose defaults are exercised elsewhere (why beside each).
 COVERED_ELSEWHERE = {"DiTAccelMultiGPU": "starts worker processes; run at its defaults through KSampler in "
                                          "test_multi_gpu.py"}
-# Open defect found at the end of the 2026-12-02 session, not yet diagnosed: DiT Forecast at its defaults fails on the
-# LTX-2 (ltxav) and SD3 tiny configs. Skipped with this reason until fixed (noted on issues 25 and 26).
-KNOWN_FAILING = {("DiTAccelForecast", "ltxav"), ("DiTAccelForecast", "sd3")}
 SKIPPING = ("DiTAccelBlockCache", "DiTAccelForecast")  # methods that skip steps: a short schedule leaves them none
 # A distilled model's few steps (the defaults' warm-up and final step leave caching none to reuse on 2; on 3 it
 # reuses one); the shortest schedule every method acts on (forecasting needs 10).
@@ -127,8 +124,6 @@ def test_node_at_its_defaults(node_registry, models, plain_samples, node_id, ste
     if node_id == "DiTAccelQuantize" and model_name not in DETECTABLE:
         pytest.skip("DiT Quantize rebuilds the model with ComfyUI's loader, which detects the config from the "
                     "weights assuming 128-wide heads; this tiny config's 16-wide heads cannot be detected")
-    if (node_id, model_name) in KNOWN_FAILING:
-        pytest.skip(f"open defect: {node_id} at its defaults fails on {model_name} (not yet diagnosed)")
     model, positive, negative, latent = models(model_name)
     plain = plain_samples(model_name, steps)
     settings = _defaults(node_registry, node_id)

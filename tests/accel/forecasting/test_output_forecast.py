@@ -82,11 +82,62 @@ def test_taylor_forecast_is_closer_to_full_compute_than_reuse_on_the_trained_mod
     assert errors[1] < errors[0]
 
 
-def test_short_schedules_are_not_forecast_and_say_so(tiny_wan, sample):
+@pytest.mark.parametrize("granularity", ["model", "stack", "block"])
+@pytest.mark.parametrize("method", METHODS)
+def test_short_schedules_are_not_forecast_and_say_so(tiny_wan, sample, method, granularity):
+    """Every method at every granularity (stack / block forecast on the caching engine) refuses a 6-step schedule,
+    which is long enough for caching's warm-up and final step to leave steps to reuse."""
     expected, _, _ = sample(tiny_wan, steps=6)
-    out, summary, _ = sample(tiny_wan, [ForecastSettings("taylorseer", interval=5).patch()], steps=6)
+    settings = ForecastSettings(method, interval=3, threshold=10.0, granularity=granularity)
+    out, summary, _ = sample(tiny_wan, [settings.patch()], steps=6)
     assert torch.equal(out, expected)
-    assert "too short to forecast" in summary[0]
+    assert "too short to forecast" in summary[0], summary
+
+
+def test_a_list_output_is_forecast_part_by_part():
+    """LTX-2 returns [video, audio]: forecasts come back as such a list, each part exactly what forecasting that
+    part alone gives."""
+    from dit_accel.accel.context import StepContext
+    from dit_accel.accel.forecasting.output_forecast import schedule_time
+    from dit_accel.accel.patch import ModelCall
+    from dit_accel.accel.state import RunState
+    video, audio = torch.randn(2, 4, 1, 3, 3), torch.randn(2, 6, 5)
+
+    def truth(t):
+        return [video * t ** 2 + 1.0, audio * (1 - t)]
+
+    def run_through(pick):
+        patch = OutputForecastPatch(OutputForecastConfig(ForecastConfig("taylor", order=1), interval=4,
+                                                         memory_gib=0))
+        run, steps, outs, forecast = RunState(), 12, [], 0
+        for step in range(steps):
+            ctx = StepContext.single(step, steps, 1.0 - step / steps, 2)
+            ran = []
+            outs.append(patch.around_model(run, ctx, ModelCall(torch.zeros(2, 4, 1, 3, 3), 3),
+                                           lambda: ran.append(step) or pick(truth(schedule_time(ctx)))))
+            forecast += not ran
+        assert forecast > 0
+        return outs
+
+    both = run_through(lambda parts: parts)
+    alone = [run_through(lambda parts, i=i: parts[i]) for i in range(2)]
+    for step, out in enumerate(both):
+        assert isinstance(out, list) and [o.shape for o in out] == [video.shape, audio.shape]
+        assert all(torch.equal(out[i], alone[i][step]) for i in range(2)), step
+
+
+
+def test_output_layout_round_trips_and_refuses_mismatched_batches():
+    from dit_accel.accel.forecasting.output_layout import OutputLayout
+    parts = [torch.randn(2, 3, 4), torch.randn(2, 5).half()]
+    layout = OutputLayout.of(parts)
+    back = layout.unpack(layout.pack(parts))
+    assert isinstance(back, list) and all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(back, parts))
+    tensor = torch.randn(2, 3)
+    assert OutputLayout.of(tensor).unpack(OutputLayout.of(tensor).pack(tensor)) is tensor
+    with pytest.raises(ValueError, match="batch"):
+        OutputLayout.of([torch.zeros(2, 3), torch.zeros(3, 3)])
+
 
 
 def test_cg_taylor_skips_something_at_a_loose_threshold(tiny_wan, sample):
