@@ -127,7 +127,7 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, ca
                 if k.rpartition(".")[0] in layers and k.rpartition(".")[2] not in ("bias", "comfy_quant"))
     # Counted before ComfyUI's loader runs: it pops every tensor it consumes out of the dict it is handed.
     whole_before, whole_after = _bytes(state), _bytes(quantized)
-    new = loader.build_model(quantized)
+    new = loader.build_model(quantized, source=model)
     setattr(new.model.diffusion_model, CONFIG_ATTR, meta)
     kept = n_layers - len(layers)
     log.info("%s: %s%s, %d layers%s, linear weights %.1f MiB -> %.1f MiB (%.2fx smaller); whole model "

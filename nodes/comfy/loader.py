@@ -21,14 +21,57 @@ def is_quantized(state: dict[str, torch.Tensor]) -> bool:
         isinstance(v, comfy.quant_ops.QuantizedTensor) for v in state.values())
 
 
-def build_model(state: dict[str, torch.Tensor]):
+def build_model(state: dict[str, torch.Tensor], source=None):
     """A new ModelPatcher from a diffusion-model state dict, through core's loader (what UNETLoader calls). Core
-    pops the tensors it consumes out of `state`."""
+    pops the tensors it consumes out of `state`.
+
+    Core detects the model's config from the weights alone, assuming the head widths real checkpoints have. When
+    `source` (the ModelPatcher the weights came from) has a config detection would not reproduce (other head
+    widths, a config no checkpoint has), the new model is built with the source's config instead: the quantized
+    model is the same architecture, never a silently different one."""
     import comfy.sd
+    if source is not None and not _detected_like(state, source.model.model_config):
+        return _build_like(state, source)
     new = comfy.sd.load_diffusion_model_state_dict(state, model_options={})
     if new is None:
         raise ValueError("ComfyUI could not detect the model type of the quantized weights")
     return new
+
+
+def _detected_like(state: dict, config) -> bool:
+    """Whether core's detection gives `config` back (class and every architecture entry) for these weights."""
+    import comfy.model_detection
+    detected = comfy.model_detection.model_config_from_unet(state, "")
+    if detected is None or type(detected) is not type(config):
+        return False
+    ignore = {"dtype", "operations", "device"}
+    return all(detected.unet_config.get(k) == v for k, v in config.unet_config.items() if k not in ignore)
+
+
+def _build_like(state: dict, source):
+    """Core's loader steps (`comfy.sd.load_diffusion_model_state_dict`) with the source's config, not a detected
+    one: quantized layers found the way core finds them, the source's dtype, core's manual cast for quantized
+    weights."""
+    import inspect
+
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.utils
+    old = source.model.model_config
+    config = type(old)(dict(old.unet_config))
+    config.quant_config = comfy.utils.detect_layer_quantization(state, "") or None
+    load_device, offload_device = source.load_device, source.offload_device
+    manual_cast = mm.unet_manual_cast(None, load_device, config.supported_inference_dtypes) \
+        if config.quant_config is not None else old.manual_cast_dtype
+    dtype = old.unet_config.get("dtype") or mm.unet_dtype(supported_dtypes=list(config.supported_inference_dtypes))
+    if "device" in inspect.signature(config.set_inference_dtype).parameters:
+        config.set_inference_dtype(dtype, manual_cast, device=load_device)
+    else:
+        config.set_inference_dtype(dtype, manual_cast)
+    model = config.get_model(state, "")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    model.load_model_weights(state, "")
+    return patcher
 
 
 def core_formats() -> set[str]:
