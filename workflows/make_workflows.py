@@ -193,10 +193,6 @@ def reference_quantize_and_save() -> dict:
     """Quantize the reference model to 4-bit TLQ (LRQ-DiT twin-log codebook), calibrated (GPTQ) on the same prompt
     and latent over 4 steps, sample with it, and save it."""
     g, model = _reference_graph((r"DiT Quantize: tlq-w4", r"DiT Save Quantized Model: wrote "))
-    # Calibrated TLQ search takes well over the browser check's time budget on a 2-core CPU: the browser test loads
-    # and checks this workflow but does not queue it (tests/comfyui/test_quant_nodes.py runs the same nodes).
-    g.extra["dit_accel"]["queue"] = False
-    g.extra["dit_accel"]["why"] = "calibrated 4-bit quantization takes over 10 minutes on a 2-core CPU"
     quant = g.node("DiTAccelQuantize", ["tlq-w4", 64, 4, 4.0],
                    [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                     ("latent", "LATENT")], [("MODEL", "MODEL")], (0, 1), "DiT Quantize (TLQ 4-bit, calibrated)")

@@ -245,8 +245,6 @@ def test_workflow_loads_and_runs_in_the_front_end(path, server, page, tmp_path):
     assert not overlaps, f"{name}: overlapping nodes at the front end's sizes: {overlaps}"
     _thumbnail(page, path, tmp_path)  # as loaded; a run that finishes replaces it with one showing its images
 
-    if meta["models"] == "reference" and meta.get("queue", True) is False:
-        pytest.skip(f"{name}: loaded and checked, not queued: {meta.get('why', 'no reason given')}")
     log_start = len(server.log())
     status, body = _run(page, server)
     if meta["models"] == "yours":
