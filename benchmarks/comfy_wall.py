@@ -1,0 +1,117 @@
+"""Wall time against compute through ComfyUI's own sampler: DiT Block Cache and DiT Forecast at their node defaults
+on the reference model at batch 1, and what a skipped (forecast or reused) model call costs against a computed one.
+
+    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/comfy_wall.py [--seeds 5] [--steps 20] [--json out.json]
+
+Every arm samples the same seeds, interleaved (full, block cache, forecast, full, ...), so a drifting machine slows
+them alike. Compute is the block rows each arm ran, counted by a block replacement installed on the base model for
+every arm; wall is each sampling call's median. Per model call (ComfyUI's `model_function_wrapper`, around
+everything ComfyUI does for one call): its wall time and whether any block ran, which gives a skipped call's cost as a
+fraction of a computed one in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_core_caches import setup_comfy  # noqa: E402
+
+
+def node_defaults(node_cls) -> dict:
+    """The node's inputs at their schema defaults (the model left out)."""
+    from comfy_api.latest import io
+    schema = node_cls.define_schema()
+    return {i.id: i.default for i in schema.inputs
+            if not isinstance(i, io.Model.Input) and getattr(i, "default", None) is not None}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--json", type=Path, help="write the rows here")
+    args = p.parse_args()
+    version = setup_comfy()
+    import comfy.sd
+    import nodes
+
+    from dit_accel.nodes.block_cache_node import DiTBlockCache
+    from dit_accel.nodes.forecast_node import DiTForecast
+    from dit_accel.reference.assets import MODEL_FILE
+    from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    base = comfy.sd.load_diffusion_model(str(MODEL_FILE))
+    rows = {"n": 0}
+
+    def counting(block_args, extra):
+        rows["n"] += block_args["img"].shape[0]
+        return extra["original_block"](block_args)
+
+    for i in range(len(base.model.diffusion_model.blocks)):
+        base.set_model_patch_replace(counting, "dit", "double_block", i)
+
+    def patched(node_cls):
+        out = node_cls.execute(model=base, **node_defaults(node_cls))
+        return (out.args if hasattr(out, "args") else out)[0]
+
+    arms = {"full": base, "DiT Block Cache (defaults)": patched(DiTBlockCache),
+            "DiT Forecast (defaults)": patched(DiTForecast)}
+    walls = {name: [] for name in arms}
+    block_rows = {}
+    calls = {name: [] for name in arms}  # (wall s, blocks ran?) per model call
+    for seed in range(args.seeds):
+        for name, model in arms.items():
+            timed = model.clone()
+
+            def wrapper(apply_model, call, record=calls[name]):
+                before = rows["n"]
+                start = time.perf_counter()
+                out = apply_model(call["input"], call["timestep"], **call["c"])
+                record.append((time.perf_counter() - start, rows["n"] > before))
+                return out
+            timed.set_model_unet_function_wrapper(wrapper)
+            rows["n"] = 0
+            latent = {"samples": torch.zeros(1, 16, 1, 32, 32)}
+            start = time.perf_counter()
+            nodes.common_ksampler(timed, seed, args.steps, args.cfg, "euler", "simple",
+                                  [[label_context([3]), {}]], [[label_context([UNCONDITIONAL]), {}]], latent)
+            walls[name].append(time.perf_counter() - start)
+            block_rows[name] = rows["n"]
+    full_wall = statistics.median(walls["full"])
+    full_call = statistics.median(w for w, ran in calls["full"])
+    print(f"ComfyUI {version}, reference model (256 tokens), batch 1, {args.steps} steps, CFG {args.cfg:g}, "
+          f"{args.seeds} seeds interleaved; full: {full_wall:.3f} s per image, {full_call * 1e3:.2f} ms per call")
+    print(f"{'arm':28s} {'compute x':>9s} {'wall x':>7s} {'wall/compute':>12s} {'computed call ms':>16s} "
+          f"{'skipped call ms':>15s} {'skipped/computed':>16s}")
+    out = []
+    for name in arms:
+        computed = [w for w, ran in calls[name] if ran]
+        skipped = [w for w, ran in calls[name] if not ran]
+        compute = block_rows["full"] / max(1, block_rows[name])
+        wall = full_wall / statistics.median(walls[name])
+        row = {"arm": name, "speedup_compute": compute, "speedup_wall": wall, "wall_over_compute": wall / compute,
+               "computed_call_ms": statistics.median(computed) * 1e3 if computed else None,
+               "skipped_call_ms": statistics.median(skipped) * 1e3 if skipped else None}
+        row["skipped_over_computed"] = (row["skipped_call_ms"] / row["computed_call_ms"]
+                                        if skipped and computed else None)
+        out.append(row)
+        fmt = (lambda v, f: format(v, f) if v is not None else "-")
+        print(f"{name:28s} {compute:9.2f} {wall:7.2f} {wall / compute:12.2f} {fmt(row['computed_call_ms'], '16.2f')} "
+              f"{fmt(row['skipped_call_ms'], '15.2f')} {fmt(row['skipped_over_computed'], '16.3f')}", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"comfyui": version, "steps": args.steps, "cfg": args.cfg,
+                                         "seeds": args.seeds, "rows": out}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
