@@ -30,6 +30,8 @@ class TaylorResidual:
     11 dB over Newton's exact-for-quadratics form (36.5 vs 25.5 dB), which overshoots.
     """
 
+    # An update leaves the rows outside `computed` exactly as they were: one with no computed row changes nothing.
+    masked_update = True
     order: int = 0
     terms: list[torch.Tensor] = field(default_factory=list)  # [value, 1st difference, ...] at the last compute
     last_time: torch.Tensor | None = None                    # (rows,) sigma of the last compute
