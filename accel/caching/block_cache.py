@@ -252,19 +252,25 @@ class BlockCachePatch(DiTPatch):
             self._finish_rows(run, ctx, call.hidden)
             return out
         out = dict(out)
+        compute_rows = self._stats(run).span_compute_rows
         for s, state in self._streams(run, ctx, call.hidden):
             reuse = state.reuse
+            # As in `_apply_block_residuals`: what the host knows of the rows that ran spares whole-activation passes.
+            computed = _rows_computed(compute_rows, s.rows) if compute_rows is not None else "some"
             for key in call.stream_keys:
                 if out.get(key) is None or key not in state.span_input:
                     continue
-                final = out[key][s.rows]
-                fresh = final - state.span_input[key]
+                ran = out[key][s.rows]  # what the blocks returned (rows that reused passed through them unchanged)
                 predictor = state.stack_residual.setdefault(key, self._config(run).predictor.build())
-                if not predictor.empty:
-                    mask = reuse.view(-1, *[1] * (final.dim() - 1))
-                    final = torch.where(mask, state.span_input[key] + predictor.predict(self._time(ctx)), final)
+                if predictor.empty:
+                    predictor.update(torch.ones_like(reuse), ran - state.span_input[key], self._time(ctx))
+                    continue
+                if computed != "all":
+                    mask = reuse.view(-1, *[1] * (ran.dim() - 1))
+                    final = torch.where(mask, state.span_input[key] + predictor.predict(self._time(ctx)), ran)
                     out[key] = _replace_rows(out[key], s.rows, final)
-                predictor.update(~reuse if not predictor.empty else torch.ones_like(reuse), fresh, self._time(ctx))
+                if computed != "none" or not getattr(predictor, "masked_update", False):
+                    predictor.update(~reuse, ran - state.span_input[key], self._time(ctx))
             state.span_input = {}
         self._finish_rows(run, ctx, call.hidden)
         return out
