@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_core_caches import setup_comfy  # noqa: E402
+from compare_core_caches import count_block_rows, setup_comfy  # noqa: E402
 
 
 def node_defaults(node_cls) -> dict:
@@ -48,16 +48,8 @@ def main():
     from dit_accel.reference.assets import MODEL_FILE
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     base = comfy.sd.load_diffusion_model(str(MODEL_FILE))
-    rows = {"n": 0}
-
-    def counting(block_args, extra):
-        rows["n"] += block_args["img"].shape[0]
-        return extra["original_block"](block_args)
-
-    for i in range(len(base.model.diffusion_model.blocks)):
-        base.set_model_patch_replace(counting, "dit", "double_block", i)
+    rows = count_block_rows(base)
 
     def patched(node_cls):
         out = node_cls.execute(model=base, **node_defaults(node_cls))
@@ -73,19 +65,19 @@ def main():
             timed = model.clone()
 
             def wrapper(apply_model, call, record=calls[name]):
-                before = rows["n"]
+                before = rows["rows"]
                 start = time.perf_counter()
                 out = apply_model(call["input"], call["timestep"], **call["c"])
-                record.append((time.perf_counter() - start, rows["n"] > before))
+                record.append((time.perf_counter() - start, rows["rows"] > before))
                 return out
             timed.set_model_unet_function_wrapper(wrapper)
-            rows["n"] = 0
+            rows["rows"] = 0
             latent = {"samples": torch.zeros(1, 16, 1, 32, 32)}
             start = time.perf_counter()
             nodes.common_ksampler(timed, seed, args.steps, args.cfg, "euler", "simple",
                                   [[label_context([3]), {}]], [[label_context([UNCONDITIONAL]), {}]], latent)
             walls[name].append(time.perf_counter() - start)
-            block_rows[name] = rows["n"]
+            block_rows[name] = rows["rows"]
     full_wall = statistics.median(walls["full"])
     full_call = statistics.median(w for w, ran in calls["full"])
     print(f"ComfyUI {version}, reference model (256 tokens), batch 1, {args.steps} steps, CFG {args.cfg:g}, "

@@ -31,6 +31,20 @@ def setup_comfy():
     return comfyui_version.__version__
 
 
+def count_block_rows(base) -> dict:
+    """Install a counting block replacement on `base` (the reference model's patcher) before any cache node clones
+    it: {"rows": n} then grows by the rows each real block call processes, whatever skips the others."""
+    counter = {"rows": 0}
+
+    def counting(block_args, extra):
+        counter["rows"] += block_args["img"].shape[0]
+        return extra["original_block"](block_args)
+
+    for i in range(len(base.model.diffusion_model.blocks)):
+        base.set_model_patch_replace(counting, "dit", "double_block", i)
+    return counter
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=2)
@@ -54,14 +68,7 @@ def main():
     from dit_accel.reference.latent import decode
 
     base = comfy.sd.load_diffusion_model(str(MODEL_FILE))
-    counter = {"rows": 0}
-
-    def counting(args_, extra):
-        counter["rows"] += args_["img"].shape[0]
-        return extra["original_block"](args_)
-
-    for i in range(len(base.model.diffusion_model.blocks)):
-        base.set_model_patch_replace(counting, "dit", "double_block", i)
+    counter = count_block_rows(base)
     classifier = load_classifier()
     labels = torch.arange(10)
 
