@@ -32,8 +32,7 @@ from ..accel.quant import Int8Config, QuantConfig, WeightOnlyConfig
 from ..accel.quant.api import layer_filter_for, target_weight_names
 from ..accel.quant.config import CoreW4A8Config
 from ..accel.quant.serialize import HEADER_KEY, fp8_state_dict, header, quantize_state_dict
-from . import quant_layout
-from .comfy import loader
+from .comfy import loader, quant_layout
 from .quant_calibration import calibrate
 from .compat import ADVANCED
 
