@@ -24,7 +24,7 @@ class BlockCall:
     index: int             # index within its kind
     args: dict             # the family's replacement args (stream tensors under `stream_keys`, plus the rest)
     stream_keys: tuple[str, ...]  # the keys holding the token streams a block returns ("img", or "img" and "txt")
-    layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order ("double", "single")
+    layout_kinds: tuple[str, ...] = ()  # every block kind of the model, in loop order (its adapter's BlockKind.kind)
     # (kind, stream keys) of every block position, in loop order: what a method plans its state from (accel/memory.py)
     layout: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # What the family's adapter reads from this call's options: where the image tokens sit in a joint attention

@@ -7,12 +7,11 @@ Fréchet distance to held-out real digits in its feature space). `--list` lists 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from .methods import METHODS
-from .report import format_table
+from .report import emit_json, format_table
 from .runner import BenchSettings, compare
 
 MODELS = ("reference",)
@@ -51,11 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(results, full=results[0]), file=sys.stderr)
     results += [{"method": m, "skipped": why} for m, why in skipped.items()]
     # One method: its result (the format before several could be compared in one run); several: the list.
-    text = json.dumps(results[0] if len(names) == 1 else results, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    emit_json(results[0] if len(names) == 1 else results, args.json)
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Human-readable output of a comparison: a table for the terminal and an image grid for the eye."""
+"""Output of a comparison: a table for the terminal, an image grid for the eye, and the JSON every bench CLI prints
+(and writes with --json)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,16 @@ def format_table(results: list[dict], full: dict | None = None) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def emit_json(results, path: Path | None = None) -> str:
+    """The results as indented JSON, printed to stdout and written to `path` (folders made) when given."""
+    text = json.dumps(results, indent=2)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    print(text)
+    return text
 
 
 def save_grid(rows: dict[str, torch.Tensor], path: Path, per_row: int = 10) -> Path:

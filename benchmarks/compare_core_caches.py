@@ -62,7 +62,7 @@ def main():
     from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch, preset
     from dit_accel.accel.forecasting.methods import ForecastSettings
     from dit_accel.bench.methods_forecast import cg_interval_for, engine_reuse, interval_for
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
     from dit_accel.reference.assets import MODEL_FILE, load_classifier
     from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
     from dit_accel.reference.latent import decode

@@ -10,14 +10,15 @@ log = logging.getLogger("dit_accel")
 _said: set[str] = set()
 
 
-def warn_once(key: str, message: str, *args) -> bool:
+def warn_once(key: str, message: str, *args, said: set[str] | None = None) -> bool:
     """Log `message % args` as a warning the first time `key` comes up in this process; True when it logged.
 
     Keys name the situation, not the text (e.g. "sparse-fallback:<reason>"), so one reason is said once however
-    its message is worded."""
-    if key in _said:
+    its message is worded. `said`: a narrower scope's own set of keys (a sampling run's), instead of the process's."""
+    said = _said if said is None else said
+    if key in said:
         return False
-    _said.add(key)
+    said.add(key)
     log.warning(message, *args)
     return True
 

@@ -5,11 +5,10 @@ import dataclasses
 
 from comfy_api.latest import io
 
-from ..accel.adapters.registry import adapter_for
 from ..accel.caching import LEVELS, BlockCacheConfig, BlockCachePatch, preset
 from ..accel.caching.block_cache import GATES, GRANULARITIES
 from ..accel.memory import AUTO
-from .comfy_bridge import apply_patch
+from .comfy.patcher import apply_patch, family_of
 from .compat import ADVANCED
 from .memory_input import memory_budget_input
 
@@ -84,8 +83,7 @@ class DiTBlockCache(io.ComfyNode):
                                       warmup_steps=warmup_steps, final_steps=final_steps,
                                       max_consecutive=max_consecutive, forecast_order=forecast_order)
         else:
-            family = adapter_for(model.get_model_object("diffusion_model")).name
-            config = preset(family, speed)
+            config = preset(family_of(model), speed)
         config = dataclasses.replace(config, memory_gib=memory)
         return io.NodeOutput(apply_patch(model, BlockCachePatch(config)))
 

@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import block_cache_node, forecast_node, head_guidance_node, quantize_node, reference_nodes, sparse_attention_node
 from . import multi_gpu_node
+from .comfy import quant_layout
 
 # One module per capability, each with a NODES list.
 NODE_MODULES = (block_cache_node, forecast_node, reference_nodes, head_guidance_node, sparse_attention_node,
@@ -18,6 +19,6 @@ class DiTAccelExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> DiTAccelExtension:
     # Once, when ComfyUI loads the pack (never as an import side effect): the TLQ layouts and the one wrapped core
-    # loader function that lets UNETLoader read TLQ files (see nodes/quant_layout.py).
-    quantize_node.quant_layout.install()
+    # loader function that lets UNETLoader read TLQ files (see nodes/comfy/quant_layout.py).
+    quant_layout.install()
     return DiTAccelExtension()

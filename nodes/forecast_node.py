@@ -6,11 +6,10 @@ import logging
 
 from comfy_api.latest import io
 
-from ..accel.adapters.registry import adapter_for
 from ..accel.forecasting.methods import METHODS, ForecastSettings
 from ..accel.forecasting.presets import LEVELS, forecast_preset
 from ..accel.memory import AUTO
-from .comfy_bridge import apply_patch
+from .comfy.patcher import adapter_of, apply_patch
 from .compat import ADVANCED
 from .memory_input import memory_budget_input
 
@@ -92,7 +91,7 @@ class DiTForecast(io.ComfyNode):
     def execute(cls, model, method: str, speed: str, interval: int, threshold: float, order: int, degree: int,
                 granularity: str, start_percent: float, end_percent: float, warmup_steps: int,
                 final_steps: int, memory: float = AUTO) -> io.NodeOutput:
-        adapter = adapter_for(model.get_model_object("diffusion_model"))
+        adapter = adapter_of(model)
         if speed != CUSTOM:
             preset = forecast_preset(adapter.name)
             interval, warmup_steps = preset.interval(speed), preset.warmup_steps

@@ -32,8 +32,8 @@ from ..accel.quant import Int8Config, QuantConfig, WeightOnlyConfig
 from ..accel.quant.api import layer_filter_for, target_weight_names
 from ..accel.quant.config import CoreW4A8Config
 from ..accel.quant.serialize import HEADER_KEY, fp8_state_dict, header, quantize_state_dict
-from . import quant_layout
-from .comfy import loader
+from ..kernels.logs import warn_once
+from .comfy import loader, quant_layout
 from .quant_calibration import calibrate
 from .compat import ADVANCED
 
@@ -63,19 +63,13 @@ SCHEMES: dict[str, Scheme] = {
                            "ComfyUI before 0.27)", lambda g: Int8Config.convrot(), False, False),
 }
 DEFAULT_SCHEME = "tlq-w4"
+NO_INT8_WARNING = "quant-no-int8"  # warn-once key (kernels/logs.py)
 CONFIG_ATTR = "dit_accel_quant_header"  # set on the diffusion model we build; the save node writes it
 NAME = "DiT Quantize"
-_warned: set[str] = set()
 
 
 def core_has_int8() -> bool:
     return "int8_tensorwise" in loader.core_formats()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message)
 
 
 def _bytes(state: dict) -> int:
@@ -117,8 +111,8 @@ def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, ca
         quantized = quantize_state_dict(state, config, layer_filter, calibration=calibration, progress=progress)
         meta = header(config)
     else:
-        _warn_once("no-int8", f"{NAME}: this ComfyUI predates INT8 W8A8 (core added it in 0.27); using core's fp8 "
-                              "e4m3 weights instead (same 8-bit size; update ComfyUI for INT8 + ConvRot)")
+        warn_once(NO_INT8_WARNING, f"{NAME}: this ComfyUI predates INT8 W8A8 (core added it in 0.27); using core's "
+                  "fp8 e4m3 weights instead (same 8-bit size; update ComfyUI for INT8 + ConvRot)")
         quantized = fp8_state_dict(state, layer_filter, progress=progress)
         meta = {HEADER_KEY: json.dumps({"format_version": 1, "config": {"type": "CoreFp8"}})}
     layers = [k[:-len(".comfy_quant")] for k in quantized if k.endswith(".comfy_quant")]

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from ..reference import latent as codec
 from ..reference.assets import MODEL_FILE
 from ..reference.conditioning import UNCONDITIONAL, label_context
+from .comfy import loader
 
 CATEGORY = "dit-accel/reference"
 LABELS = [str(d) for d in range(10)] + ["unconditional"]
@@ -26,8 +27,7 @@ class ReferenceModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        import comfy.sd
-        return io.NodeOutput(comfy.sd.load_diffusion_model(str(MODEL_FILE)))
+        return io.NodeOutput(loader.load_diffusion_model(MODEL_FILE))
 
 
 class DigitLabel(io.ComfyNode):

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..accel.adapters.registry import adapter_for
 from ..accel.sparse import LEVELS, POLICIES, SparseAttentionConfig, SparseAttentionPatch, parse_layers, preset
-from .comfy_bridge import apply_patch
+from .comfy.patcher import apply_patch, family_of
 from .compat import ADVANCED
 
 CUSTOM = "custom"
@@ -61,8 +60,7 @@ class DiTSparseAttention(io.ComfyNode):
                                            block_size=int(block_size), warmup_steps=warmup_steps,
                                            dense_layers=parse_layers(dense_layers))
         else:
-            family = adapter_for(model.get_model_object("diffusion_model")).name
-            config = preset(family, speed)
+            config = preset(family_of(model), speed)
         return io.NodeOutput(apply_patch(model, SparseAttentionPatch(config)))
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dit_accel.kernels.logs import forget_warnings
+
 from dit_accel.reference.wan_dit import WanConfig, WanDiT
+
+
+@pytest.fixture(autouse=True)
+def _fresh_preset_warnings():
+    """Every test sees the presets' once-per-family fallback warnings afresh (accel/presets.py)."""
+    forget_warnings("preset-fallback:")
 
 
 @pytest.fixture

@@ -43,6 +43,15 @@ def test_core_never_imports_comfy_or_the_node_layer():
     assert not offenders, offenders
 
 
+def test_only_the_boundary_package_imports_comfy():
+    # Node files build settings and call nodes/comfy/; the V3 node schema (comfy_api) is theirs to use.
+    offenders = [f"{path.relative_to(ROOT)} imports {module}"
+                 for path in [ROOT / "__init__.py", *(ROOT / "nodes").rglob("*.py")]
+                 if (ROOT / "nodes" / "comfy") not in path.parents
+                 for module, level in _imports(path) if level == 0 and module.split(".")[0] == "comfy"]
+    assert not offenders, offenders
+
+
 def test_kernels_import_nothing_above_them():
     kernels = ROOT / "kernels"
     for path in kernels.rglob("*.py"):

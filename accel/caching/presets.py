@@ -10,37 +10,29 @@ two thirds of the sigma drop, and residuals move evenly in steps, not in sigma (
 Plain reuse of the residual (forecast_order 0, sigma axis) gave 1.81x at 37.6 dB and 2.48x at 31.8 dB. Evenly spread
 computes beat bunched ones, and the final step must always be computed (skipping it costs 5 dB), so every preset
 keeps warm-up and final steps.
+
+Every family gets this skip pattern with its own threshold from the family table (accel/adapters/presets.py), and
+the table says whether that threshold was measured on the family (else the shared preset table warns once).
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
-
-from ..family_presets import PRESETS
+from ..adapters.presets import PRESETS as FAMILY_FACTS
+from ..presets import LEVELS, lookup, register
 from .block_cache import BlockCacheConfig
 
-log = logging.getLogger("dit_accel")
-FALLBACK_FAMILY = "wan"  # the only family measured so far (through the reference model)
+CAPABILITY = "block-cache"
+_CONSECUTIVE = {"quality": 2, "balanced": 3, "fast": 4}  # longest run of forecast steps per level
 
-LEVELS = ("quality", "balanced", "fast")
-
-_WAN = {
-    level: BlockCacheConfig(gate="block", threshold=1.0, max_consecutive=consecutive, forecast_order=2)
-    for level, consecutive in (("quality", 2), ("balanced", 3), ("fast", 4))
-}
-
-FAMILY_PRESETS: dict[str, dict[str, BlockCacheConfig]] = {"wan": _WAN}
+for _facts in FAMILY_FACTS.values():
+    register(CAPABILITY, _facts.family,
+             {level: BlockCacheConfig(gate="block", threshold=_facts.cache_threshold,
+                                      max_consecutive=_CONSECUTIVE[level], forecast_order=2) for level in LEVELS},
+             _facts.sources["cache_threshold"], measured=_facts.measured)
 
 
 def preset(family: str, level: str = "balanced") -> BlockCacheConfig:
-    """The block-cache setting for a family and speed level; the family's threshold comes from the per-family
-    table (accel/family_presets.py), the skip pattern from the measured presets here."""
-    if level not in LEVELS:
-        raise ValueError(f"speed must be one of {LEVELS}, got {level!r}")
-    config = FAMILY_PRESETS.get(family, FAMILY_PRESETS[FALLBACK_FAMILY])[level]
-    table = PRESETS.get(family)
-    if family not in FAMILY_PRESETS or (table is not None and not table.measured):
-        # A usable default beats an error on a supported model, but say that it is borrowed.
-        log.warning("dit-accel: no block-cache preset measured for %r yet; using the %s preset measured on the "
-                    "reference (Wan-format) model. Check the result, or use speed 'custom'.", family, level)
-    return dataclasses.replace(config, threshold=table.cache_threshold) if table is not None else config
+    """The block-cache setting for a family and speed level (the reference family's where none is measured)."""
+    return lookup(CAPABILITY, family, level)[0]
+
+
+__all__ = ["LEVELS", "preset"]

@@ -5,16 +5,15 @@ A level fixes the longest stretch between computes (`interval`) and the first st
 `fresh_threshold` / `first_enhance` in each model's `cache_init.py`; Qwen-Image from Shenyi-Z/Cache4Diffusion), all at
 50 steps; "quality" and "fast" move that interval by 2 either way, the spacing measured on the reference model (3 /
 5 / 7: 2.5x / 4x / 5x on 20 steps). Families without a published setting borrow the reference model's (Wan 2.1
-format) levels and say so once.
+format) levels and say so once (the shared preset table, accel/presets.py).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
-log = logging.getLogger("dit_accel")
+from ..presets import LEVELS, check_level, lookup, register
 
-LEVELS = ("quality", "balanced", "fast")
+CAPABILITY = "forecast"
 LEVEL_OFFSET = {"quality": -2, "balanced": 0, "fast": 2}
 
 TAYLORSEER_CODE = ("official TaylorSeer code, {path} (fresh_threshold = {interval}, first_enhance = {warmup}, "
@@ -38,9 +37,7 @@ class ForecastPreset:
             raise ValueError(f"{self.family}: balanced_interval must leave quality at least 1")
 
     def interval(self, level: str) -> int:
-        if level not in LEVELS:
-            raise ValueError(f"speed must be one of {LEVELS}, got {level!r}")
-        return self.balanced_interval + LEVEL_OFFSET[level]
+        return self.balanced_interval + LEVEL_OFFSET[check_level(level)]
 
 
 def _taylorseer(family: str, interval: int, warmup: int, path: str) -> ForecastPreset:
@@ -48,24 +45,19 @@ def _taylorseer(family: str, interval: int, warmup: int, path: str) -> ForecastP
     return ForecastPreset(family, interval, warmup, {"balanced_interval": source, "warmup_steps": source})
 
 
-FALLBACK = ForecastPreset("wan", 5, 1, {"balanced_interval": REFERENCE, "warmup_steps": REFERENCE})
-
 PRESETS: dict[str, ForecastPreset] = {p.family: p for p in (
     _taylorseer("wan", 5, 1, "TaylorSeer-Wan2.1/wan/taylorseer/cache_functions/cache_init.py"),
     _taylorseer("flux", 6, 3, "TaylorSeer-FLUX/src/flux/modules/cache_functions/cache_init.py"),
     _taylorseer("hunyuan_video", 5, 1, "TaylorSeer-HunyuanVideo/hyvideo/modules/cache_functions/cache_init.py"),
     _taylorseer("qwen_image", 6, 3, "Cache4Diffusion qwen_image/taylorseer_qwen_image/cache_functions/cache_init.py"),
 )}
-_warned: set[str] = set()  # families already told they borrow the fallback
+# One preset spans the levels: the shared table holds it at each; Wan's (also the reference model's measured
+# levels) is the one families without a published setting borrow.
+for _preset in PRESETS.values():
+    register(CAPABILITY, _preset.family, dict.fromkeys(LEVELS, _preset),
+             f"balanced: {_preset.sources['balanced_interval']}; quality / fast: {REFERENCE}")
 
 
 def forecast_preset(family: str) -> ForecastPreset:
     """The family's preset; others borrow the reference model's, with one warning each."""
-    found = PRESETS.get(family)
-    if found is not None:
-        return found
-    if family not in _warned:
-        _warned.add(family)
-        log.warning("dit-accel: no forecast preset published or measured for %r; DiT Forecast uses the reference "
-                    "model's (interval 3 / 5 / 7, 1 warm-up step). Check the result, or use speed 'custom'.", family)
-    return FALLBACK
+    return lookup(CAPABILITY, family, "balanced")[0]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ...kernels.logs import warn_once
 from ..context import BRANCH_KEY, StepContext, locate_step
 from ..patch import AttentionCall, BlockCall, DiTPatch, RunAttention, RunBlock
 from ..state import RunState
@@ -113,7 +114,7 @@ class SoftPAGRun:
     prefix_reused: int = 0             # branch calls that skipped the prefix
     perturbed_calls: int = 0           # attention calls perturbed
     total_steps: int = 0
-    warned: set = field(default_factory=set)
+    warned: set = field(default_factory=set)   # warn-once keys of this run (kernels/logs.warn_once)
 
 
 class SoftPAGPatch(DiTPatch):
@@ -121,21 +122,19 @@ class SoftPAGPatch(DiTPatch):
     (`AccelHost.with_patch(patch, first=True)`) so it sees every block of both passes."""
 
     name = "softpag"
+    run_type = SoftPAGRun  # this patch's run data (`run_data(run)`), like every patch's
 
     def __init__(self, config: SoftPAGConfig, heads_source: str = ""):
         self.config = config
         self.layers = by_layer(config.heads)
         self.heads_source = heads_source  # how the heads were chosen, for the summary line
 
-    def _data(self, run: RunState) -> SoftPAGRun:
-        return run.data(self.name, SoftPAGRun)
-
     def _is_branch(self, ctx: StepContext) -> bool:
         return ctx.branch == BRANCH
 
     # ---- block hooks -------------------------------------------------------------------------------------
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
-        data = self._data(run)
+        data: SoftPAGRun = self.run_data(run)
         data.ledger_start = run.ledger.blocks_run
         data.total_steps = max(data.total_steps, ctx.total_steps)
         data.skip_prefix = False
@@ -145,7 +144,7 @@ class SoftPAGPatch(DiTPatch):
             data.saved = {k: v for k, v in data.saved.items() if v[0] == ctx.step}  # drop older steps' inputs
 
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
-        data = self._data(run)
+        data: SoftPAGRun = self.run_data(run)
         first = self.config.first_layer
         args = call.args
         if self._is_branch(ctx):
@@ -165,7 +164,7 @@ class SoftPAGPatch(DiTPatch):
             data.layer = None
 
     def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
-        data = self._data(run)
+        data: SoftPAGRun = self.run_data(run)
         row_blocks = (run.ledger.blocks_run - data.ledger_start) * ctx.batch_size
         if self._is_branch(ctx):
             data.branch_row_blocks += row_blocks
@@ -193,8 +192,8 @@ class SoftPAGPatch(DiTPatch):
                 continue
             restored = torch.cat([p[key] for p in parts]) if len(parts) > 1 else parts[0][key]
             if restored.shape != args[key].shape:
-                self._warn_once(data, "shape", "softpag: the saved cond-pass input does not fit the perturbed call; "
-                                               "computing this branch's blocks from the start instead")
+                warn_once("shape", "dit-accel softpag: the saved cond-pass input does not fit the perturbed call; "
+                          "computing this branch's blocks from the start instead", said=data.warned)
                 return None
             args[key] = restored
         for s in ctx.streams:
@@ -204,7 +203,7 @@ class SoftPAGPatch(DiTPatch):
     # ---- attention hook ----------------------------------------------------------------------------------
     def around_attention(self, run: RunState, ctx: StepContext, call: AttentionCall,
                          run_attention: RunAttention) -> torch.Tensor:
-        data = self._data(run)
+        data: SoftPAGRun = self.run_data(run)
         if not self._is_branch(ctx) or data.layer is None or data.layer not in self.layers:
             return run_attention(call)
         if call.kind == "cross" or call.q.shape[2] != call.k.shape[2]:
@@ -213,8 +212,8 @@ class SoftPAGPatch(DiTPatch):
         if heads is not ALL_HEADS:
             valid = tuple(h for h in heads if h < call.heads)
             if len(valid) < len(heads):
-                self._warn_once(data, "heads", f"softpag: layer {data.layer} has {call.heads} heads; heads "
-                                               f"{[h for h in heads if h >= call.heads]} were ignored")
+                warn_once("heads", f"dit-accel softpag: layer {data.layer} has {call.heads} heads; heads "
+                          f"{[h for h in heads if h >= call.heads]} were ignored", said=data.warned)
             if not valid:
                 return run_attention(call)
             heads = None if len(valid) == call.heads else valid
@@ -223,7 +222,7 @@ class SoftPAGPatch(DiTPatch):
 
     # ---- summary -----------------------------------------------------------------------------------------
     def on_run_end(self, run: RunState) -> str | None:
-        data = self._data(run)
+        data: SoftPAGRun = self.run_data(run)
         cfg = self.config
         if data.main_row_blocks == 0:
             return None
@@ -242,11 +241,6 @@ class SoftPAGPatch(DiTPatch):
         elif guided and data.perturbed_calls == 0:
             line += ". No attention call was perturbed: check the heads against the model's layers."
         return line
-
-    def _warn_once(self, data: SoftPAGRun, key: str, message: str) -> None:
-        if key not in data.warned:
-            data.warned.add(key)
-            log.warning("dit-accel %s", message)
 
 
 def branch_options(transformer_options: dict) -> dict:

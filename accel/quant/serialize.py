@@ -8,7 +8,7 @@ layer's JSON config, exactly as ComfyUI's mixed-precision loader (comfy/ops.py) 
   * TLQ / uniform codebooks (`WeightOnlyConfig`): format "dit_accel_tlq{bits}" with bits and group_size;
     `p.weight` = bit plane 0 (uint8), `p.weight_plane1` (3- and 6-bit), `p.weight_scale` fp16 (N, K/group),
     `p.weight_codebook` fp32 (2**bits). ComfyUI's UNETLoader reads it once the pack is installed
-    (nodes/quant_layout.py registers the layouts); `load_quantized_` reads it in pure torch.
+    (nodes/comfy/quant_layout.py registers the layouts); `load_quantized_` reads it in pure torch.
 Everything else stays as it was (16-bit). The safetensors metadata carries HEADER_KEY: {"format_version", "config"};
 a file whose version is newer than ours, or whose tensors do not fit the model, fails with an error naming it.
 """

@@ -1,6 +1,6 @@
 """The TLQ layer format, in one place: the tensor names, shapes and dtypes of one twin-log (or uniform) codebook
 layer in a file, and its encode / decode. The serializer (`serialize.py`, pure torch) and ComfyUI's loader hook
-(`nodes/quant_layout.py`) both read and write layers through `TLQFormat`.
+(`nodes/comfy/quant_layout.py`) both read and write layers through `TLQFormat`.
 
 Per layer `p` (N outputs, K inputs, codes packed in bit planes by `kernels/quant/packing.py`):
   p.weight          uint8 (N, K * w0 / 8)   bit plane 0

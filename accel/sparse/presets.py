@@ -5,18 +5,16 @@ dense warm-up steps, the skipped blocks estimated around the means of key groups
 Not yet measured on a real Wan model (no GPU here): the levels follow the PISA paper's operating points for Wan 2.1
 (long sequences, where attention is far more concentrated than on the 256-token reference model). The combination is
 the one measured best on the reference model (blocks of 16, groups of 2; bench/methods_sparse.py `pisa`): see the
-README's sparse-attention section for its numbers against the sol-attn baseline.
+README's sparse-attention section for its numbers against the sol-attn baseline. Other families borrow these, with
+one warning each (the shared preset table, accel/presets.py).
 """
 from __future__ import annotations
 
-import logging
-
+from ..presets import LEVELS, lookup, register, registered
 from .config import SparseAttentionConfig
 from .policies.pisa import PisaParams
 
-log = logging.getLogger("dit_accel")
-FALLBACK_FAMILY = "wan"
-LEVELS = ("quality", "balanced", "fast")
+CAPABILITY = "sparse-attention"
 
 
 def _pisa(sparsity: float, block: int = 64) -> SparseAttentionConfig:
@@ -24,16 +22,18 @@ def _pisa(sparsity: float, block: int = 64) -> SparseAttentionConfig:
                                  params=PisaParams(order=0, sub_block=block // 8), allocation="calibrated")
 
 
-_WAN = {"quality": _pisa(0.5), "balanced": _pisa(0.75), "fast": _pisa(0.9)}
+register(CAPABILITY, "wan", {"quality": _pisa(0.5), "balanced": _pisa(0.75), "fast": _pisa(0.9)},
+         "PISA paper's operating points for Wan 2.1; the combination measured best on the reference model "
+         "(bench/methods_sparse.py pisa)")
 
-FAMILY_PRESETS: dict[str, dict[str, SparseAttentionConfig]] = {"wan": _WAN}
+
+def family_presets() -> dict[str, dict[str, SparseAttentionConfig]]:
+    """family -> level -> config, for every family with its own presets."""
+    return {family: dict(entry.configs) for family, entry in registered(CAPABILITY).items()}
 
 
 def preset(family: str, level: str = "balanced") -> SparseAttentionConfig:
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-    if family not in FAMILY_PRESETS:
-        log.warning("dit-accel: no sparse-attention preset measured for %r yet; using the %s preset measured on the "
-                    "reference (Wan-format) model. Check the result, or use 'custom'.", family, level)
-        family = FALLBACK_FAMILY
-    return FAMILY_PRESETS[family][level]
+    return lookup(CAPABILITY, family, level)[0]
+
+
+__all__ = ["LEVELS", "family_presets", "preset"]

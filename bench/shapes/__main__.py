@@ -10,11 +10,11 @@ reduced depth, 1,560 tokens, CFG). `--shape all --method all` prints the README 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ...accel.memory import GiB
+from ..report import emit_json
 from .measure import activation_peak, speed_report, state_report
 from .methods import METHODS
 from .table import SHAPES, get_shape
@@ -60,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:26s} {row['method']:18s} compute {row['speedup_compute']:.2f}x wall "
                       f"{row['speedup_wall']:.2f}x ({row['wall_over_compute']:.2f} of compute), skipped step "
                       f"{row['skipped_step_cost'] or float('nan'):.3f} of a computed one", file=sys.stderr)
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    emit_json(results, args.json)
     return 0
 
 

@@ -5,15 +5,8 @@ import os
 
 import torch
 
+from ..capability import triton_available
 from . import reference
-
-
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _use_triton(x: torch.Tensor) -> bool:

@@ -6,7 +6,7 @@ kept past it (a cached residual, a forecaster's history, a saved block input) br
 best, a native abort at worst. ComfyUI's own sparse-attention node therefore allocates its state under
 `comfy.model_prefetch.pause_malloc_graph()`, and so do we, through `persistent_allocation` below.
 
-How the core uses it (the core never imports comfy): the bridge gives every host this function as its
+How the core uses it (the core never imports comfy): the boundary (patcher.py) gives every host this function as its
 `allocation_scope`; each run carries it (`RunState.allocation_scope`), and patch code allocates per-run state as
 
     with run.persistent():           # tensors made here are ordinary allocations, outside any capture

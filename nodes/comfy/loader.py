@@ -1,8 +1,17 @@
-"""ComfyUI's model loader as the quantize nodes use it: the 16-bit weights of a MODEL (with its patches applied), a
-new MODEL built from a state dict by core's own loader, and what this ComfyUI's quantized tensors support."""
+"""ComfyUI's model loader as the nodes use it: a MODEL from a file, the 16-bit weights of a MODEL (with its patches
+applied), a new MODEL built from a state dict by core's own loader, and what this ComfyUI's quantized tensors
+support."""
 from __future__ import annotations
 
+import os
+
 import torch
+
+
+def load_diffusion_model(path: str | os.PathLike):
+    """A ModelPatcher from a diffusion-model file, through core's loader (what UNETLoader calls)."""
+    import comfy.sd
+    return comfy.sd.load_diffusion_model(str(path))
 
 
 def patched_state_dict(model) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import comfy.samplers
 
 from ...accel.guidance.softpag import SoftPAGConfig, SoftPAGPatch, branch_options, guide, schedule_percent
 from ...accel.host import RUN_KEY
-from ..comfy_bridge import apply_patch
+from .patcher import apply_patch
 
 
 def attach_head_guidance(model, config: SoftPAGConfig, heads_source: str = ""):

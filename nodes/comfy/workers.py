@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import comfy.cli_args
-import comfy.model_patcher
-import comfy.patcher_extension
 
 from ...accel.adapters.registry import adapter_for
 from ...accel.host import CTX_KEY, HOST_KEY, RUN_KEY, AccelHost
 from ...accel.parallel.pool import PoolConfig, WorkerPool, check_devices, portable_options
 from ...accel.parallel.ulysses import SequenceParallelConfig, SequenceParallelPatch
-from ..comfy_bridge import apply_patch
+from .patcher import add_run_wrappers, apply_patch, per_run_options
 
 log = logging.getLogger("dit_accel")
 
@@ -52,9 +50,7 @@ def apply_multi_gpu(model, sequence: SequenceParallelConfig, pool: PoolConfig):
     settings = base64.b64encode(pickle.dumps(vars(comfy.cli_args.args))).decode()
     pool = PoolConfig(**{**pool.__dict__, "prelude": PRELUDE, "env": (("DIT_ACCEL_COMFY_ARGS", settings),)})
     patched = model.clone()
-    wrappers = comfy.patcher_extension.WrappersMP
-    patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, MULTI_GPU_KEY, outer_sample_wrapper)
-    patched.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, MULTI_GPU_KEY, diffusion_model_wrapper)
+    add_run_wrappers(patched, MULTI_GPU_KEY, outer_sample_wrapper, diffusion_model_wrapper)
     patched = apply_patch(patched, SequenceParallelPatch(sequence, adapter.sequence_layout), first=True)
     patched.model_options["transformer_options"][MULTI_GPU_KEY] = pool
     return patched
@@ -76,18 +72,16 @@ def shutdown() -> None:
 
 def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
-    original = guider.model_options
-    config = original.get("transformer_options", {}).get(MULTI_GPU_KEY)
+    config = guider.model_options.get("transformer_options", {}).get(MULTI_GPU_KEY)
     if not isinstance(config, PoolConfig):
         return executor(*args, **kwargs)
     pool = current_pool(config)
-    guider.model_options = comfy.model_patcher.create_model_options_clone(original)
     worker_run = _WorkerRun()
-    guider.model_options["transformer_options"][_RUN_KEY] = worker_run
     try:
-        return executor(*args, **kwargs)
+        with per_run_options(guider) as to:
+            to[_RUN_KEY] = worker_run
+            return executor(*args, **kwargs)
     finally:
-        guider.model_options = original
         if worker_run.started and pool.alive:
             pool.end_run()
 

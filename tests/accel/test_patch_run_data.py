@@ -31,3 +31,13 @@ def test_run_data_is_one_object_per_run():
 def test_a_patch_without_run_type_says_so():
     with pytest.raises(TypeError, match="run_type"):
         DiTPatch().run_data(RunState())
+
+
+def test_guidance_and_sparse_patches_declare_their_run_data():
+    from dit_accel.accel.guidance.softpag import SoftPAGConfig, SoftPAGPatch, SoftPAGRun
+    from dit_accel.accel.sparse import SparseAttentionConfig, SparseAttentionPatch
+    from dit_accel.accel.sparse.patch import SparseRun
+    run = RunState()
+    softpag, sparse = SoftPAGPatch(SoftPAGConfig(heads=((0, 0),))), SparseAttentionPatch(SparseAttentionConfig())
+    assert isinstance(softpag.run_data(run), SoftPAGRun) and isinstance(sparse.run_data(run), SparseRun)
+    assert softpag.run_data(run) is softpag.run_data(run)

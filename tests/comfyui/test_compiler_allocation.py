@@ -1,4 +1,4 @@
-"""Per-run state through the boundary's allocation scope in a real ComfyUI sampling run: the bridge hands the scope
+"""Per-run state through the boundary's allocation scope in a real ComfyUI sampling run: the patcher hands the scope
 to the host, run state is allocated under ComfyUI's compiler pause (a stand-in here: 0.33 has no compiler), and the
 output is the same as without it."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _sample(model):
 
 
 def test_run_state_is_allocated_under_the_compiler_pause(reference_patcher, monkeypatch):
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
     assert allocation.compiler_present() == _has_pause()
     cached = apply_patch(reference_patcher, BlockCachePatch(BlockCacheConfig(gate="block", threshold=1.0,
                                                                              forecast_order=2)))

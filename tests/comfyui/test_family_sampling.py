@@ -161,7 +161,7 @@ def _relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_block_cache_through_the_sampler_on_every_family(name, comfy_root, caplog):
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
     patcher = _patcher(name)
     full = _sample(patcher, name)
     cache = RecordingCache(BlockCacheConfig(gate="static", interval=2, warmup_steps=1, final_steps=1))

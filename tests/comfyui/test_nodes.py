@@ -86,7 +86,7 @@ def test_unsupported_model_is_a_clear_error(node_registry, comfy_root):
     patcher = comfy.model_patcher.ModelPatcher(Holder(), torch.device("cpu"), torch.device("cpu"))
     from dit_accel.accel.adapters.registry import UnsupportedModelError
     from dit_accel.accel.caching import BlockCachePatch
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
     with pytest.raises(UnsupportedModelError, match=r"'MMDiT'.*Supported families: .*flux.*lumina.*wan"):
         apply_patch(patcher, BlockCachePatch())
 

@@ -46,7 +46,7 @@ def test_every_family_quantizes_its_block_linears_and_loads_in_core(name, comfy_
     from dit_accel.accel.quant import WeightOnlyConfig
     from dit_accel.accel.quant.api import layer_filter_for
     from dit_accel.accel.quant.serialize import quantize_state_dict
-    from dit_accel.nodes import quant_layout
+    from dit_accel.nodes.comfy import quant_layout
     assert quant_layout.install()
     monkeypatch.setitem(FAMILIES, "wan", _wan)
     model, inputs, _ = _build(name)

@@ -55,7 +55,8 @@ def test_fallback_warns_once_without_int8(reference_patcher, caplog):
     from dit_accel.nodes import quantize_node
     if quantize_node.core_has_int8():
         pytest.skip("this ComfyUI has INT8 W8A8; the fp8 fallback is exercised on ComfyUI 0.8.0")
-    quantize_node._warned.clear()
+    from dit_accel.kernels.logs import forget_warnings
+    forget_warnings(quantize_node.NO_INT8_WARNING)
     with caplog.at_level(logging.WARNING, logger="dit_accel"):
         quantize_node.quantize_model(reference_patcher, "w8a8-convrot")
         quantize_node.quantize_model(reference_patcher, "w8a8-convrot")

@@ -55,7 +55,7 @@ def test_comfy_loads_reference_as_wan21(reference_patcher, comfy_version):
 
 
 def test_noop_patch_is_bit_identical_and_sees_every_block(reference_patcher):
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
 
     steps = 6
     plain = comfy_sample(reference_patcher, steps=steps)
@@ -84,7 +84,7 @@ def test_noop_patch_is_bit_identical_and_sees_every_block(reference_patcher):
 
 def test_patch_chains_onto_existing_block_replacement(reference_patcher):
     """A block replacement another node installed (here: skip block 3, like Skip Layer Guidance) keeps working."""
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
 
     skipped = reference_patcher.clone()
     skipped.set_model_patch_replace(lambda args, extra: {"img": args["img"]}, "dit", "double_block", 3)
@@ -95,7 +95,7 @@ def test_patch_chains_onto_existing_block_replacement(reference_patcher):
 
 
 def test_two_dit_accel_nodes_share_one_host(reference_patcher):
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
 
     first, second = Probe(), Probe()
     second.name = "probe-2"  # one node per method and model: two of the same name are refused
@@ -105,7 +105,7 @@ def test_two_dit_accel_nodes_share_one_host(reference_patcher):
 
 
 def test_interrupted_run_is_closed(reference_patcher):
-    from dit_accel.nodes.comfy_bridge import apply_patch
+    from dit_accel.nodes.comfy.patcher import apply_patch
 
     class Boom(Probe):
         def around_block(self, run, ctx, call, run_block):

@@ -27,9 +27,10 @@ def test_triton_is_available_only_with_something_to_run_on(monkeypatch):
     assert not capability.triton_available()
 
 
-def test_block_sparse_exports_the_shared_probe():
-    from dit_accel.kernels import block_sparse
+def test_kernel_packages_export_the_shared_probe():
+    from dit_accel.kernels import block_sparse, quant
     assert block_sparse.triton_available is capability.triton_available
+    assert quant.triton_available is capability.triton_available
 
 
 def test_warn_once_says_each_key_once(caplog):
@@ -41,3 +42,14 @@ def test_warn_once_says_each_key_once(caplog):
     assert [r.getMessage() for r in caplog.records] == ["first a", "first b"]
     forget_warnings("test-key:a")
     assert warn_once("test-key:a", "once more")
+
+
+def test_warn_once_in_a_narrower_scope(caplog):
+    run_keys: set[str] = set()
+    with caplog.at_level(logging.WARNING, logger="dit_accel"):
+        assert warn_once("test-scope", "per run", said=run_keys)
+        assert not warn_once("test-scope", "per run", said=run_keys)
+        assert warn_once("test-scope", "another run", said=set())
+    assert run_keys == {"test-scope"} and len(caplog.records) == 2
+    assert warn_once("test-scope", "the process's own set is separate")
+    forget_warnings("test-scope")

@@ -28,11 +28,10 @@ def test_reference_family_keeps_the_measured_levels():
     assert [wan.interval(level) for level in LEVELS] == [3, 5, 7] and wan.warmup_steps == 1
 
 
-def test_unknown_family_borrows_the_reference_levels_and_says_so_once(caplog, monkeypatch):
-    monkeypatch.setattr(presets, "_warned", set())
+def test_unknown_family_borrows_the_reference_levels_and_says_so_once(caplog):
     with caplog.at_level(logging.WARNING, logger="dit_accel"):
         first, second = forecast_preset("sd3"), forecast_preset("sd3")
-    assert first is second is presets.FALLBACK
+    assert first is second is presets.PRESETS["wan"]
     assert caplog.text.count("no forecast preset") == 1 and "custom" in caplog.text
     with pytest.raises(ValueError, match="speed must be"):
         first.interval("turbo")

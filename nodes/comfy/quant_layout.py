@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..accel.quant.serialize import encode_layer_conf
-from ..accel.quant.tlq_format import FORMATS as CODEBOOK_FORMATS, TLQFormat, format_name as codebook_format
-from ..accel.quant.twin_log import make_codebook, quantize_groups
-from ..kernels.quant import codebook_linear, pack_codes
-from ..kernels.quant.packing import PLANES
-from ..kernels.quant.reference import dequantize_codebook
+from ...accel.quant.serialize import encode_layer_conf
+from ...accel.quant.tlq_format import FORMATS as CODEBOOK_FORMATS, TLQFormat, format_name as codebook_format
+from ...accel.quant.twin_log import make_codebook, quantize_groups
+from ...kernels.quant import codebook_linear, pack_codes
+from ...kernels.quant.packing import PLANES
+from ...kernels.quant.reference import dequantize_codebook
 
 log = logging.getLogger("dit_accel")
 

@@ -1,7 +1,9 @@
-"""Per-family defaults the nodes offer: block kinds and which blocks are safe to skip, attention layout, typical step
-counts (base and distilled variants) and the cache threshold, each number with where it comes from.
+"""Per-family facts and defaults: block kinds and which blocks are safe to skip, attention layout, typical step
+counts (base and distilled variants) and the cache threshold, each number with where it comes from. Family facts live
+only in this package; the block cache's presets (accel/caching/presets.py) read the threshold and whether it was
+measured from here.
 
-Sources are kept next to each value (`sources`, one entry per numeric field, checked by tests/accel/test_family_presets.py):
+Sources are kept next to each value (`sources`, one entry per numeric field, checked by tests/accel/test_adapter_presets.py):
 a paper, a peer project's published table, a model card, or "our measurement". Peer thresholds are in the peer's own
 units (TeaCache's accumulated rescaled relative L1, MagCache's accumulated magnitude-ratio error); they are kept as
 reference points, not as our gate's threshold. Our block gate's threshold was measured on the reference model only

@@ -1,4 +1,4 @@
-"""The one place that touches ComfyUI's model patcher: attach an accel patch to a cloned MODEL.
+"""ComfyUI's model patcher, as the nodes use it: attach an accel patch to a cloned MODEL.
 
 Wrappers registered (keys are module constants so other packs and tests can find them):
   * OUTER_SAMPLE: start a fresh RunState for the sampling run, close it in `finally` (interrupts and errors too);
@@ -10,14 +10,17 @@ Families whose block loop has no replacement hook (Lumina 2 / Z-Image) also get 
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..accel.adapters.registry import adapter_for
-from ..accel.host import HOST_KEY, RUN_KEY, AccelHost
-from ..accel.patch import DiTPatch
-from .comfy.allocation import persistent_allocation
-from .comfy.memory import record_free_memory
+from ...accel.adapters.registry import adapter_for
+from ...accel.host import HOST_KEY, RUN_KEY, AccelHost
+from ...accel.patch import DiTPatch
+from .allocation import persistent_allocation
+from .memory import record_free_memory
 
 WRAPPER_KEY = "dit_accel"
 
@@ -27,7 +30,7 @@ def apply_patch(model, patch: DiTPatch, first: bool = False):
     Raises on unsupported models."""
     patched = model.clone()
     diffusion_model = patched.get_model_object("diffusion_model")
-    adapter = adapter_for(diffusion_model)
+    adapter = adapter_of(patched)
     to = patched.model_options.setdefault("transformer_options", {})
     host = to.get(HOST_KEY)
     host = (host.with_patch(patch, first) if isinstance(host, AccelHost)
@@ -36,28 +39,52 @@ def apply_patch(model, patch: DiTPatch, first: bool = False):
     host.install(to, diffusion_model)
     for path, obj in adapter.object_patches(diffusion_model).items():  # families without a replacement hook
         patched.add_object_patch(f"diffusion_model.{path}", obj)
-    wrappers = comfy.patcher_extension.WrappersMP
-    if WRAPPER_KEY not in patched.wrappers.get(wrappers.OUTER_SAMPLE, {}):
-        patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
-        patched.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, WRAPPER_KEY, diffusion_model_wrapper)
+    add_run_wrappers(patched, WRAPPER_KEY, outer_sample_wrapper, diffusion_model_wrapper)
     return patched
+
+
+def adapter_of(model):
+    """The family adapter of a MODEL (ModelPatcher); raises the registry's clear error on unknown models."""
+    return adapter_for(model.get_model_object("diffusion_model"))
+
+
+def family_of(model) -> str:
+    return adapter_of(model).name
+
+
+def add_run_wrappers(patched, key: str, outer_sample: Callable, diffusion_model: Callable) -> None:
+    """Register an OUTER_SAMPLE and a DIFFUSION_MODEL wrapper under `key`, once per MODEL (a second node of the
+    same kind reuses them)."""
+    wrappers = comfy.patcher_extension.WrappersMP
+    if key not in patched.wrappers.get(wrappers.OUTER_SAMPLE, {}):
+        patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, key, outer_sample)
+        patched.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, key, diffusion_model)
+
+
+@contextlib.contextmanager
+def per_run_options(guider) -> Iterator[dict]:
+    """A sampling run's own copy of the guider's model options (its transformer_options yielded), restored in
+    `finally`: what a run stores there never reaches the MODEL or its other users."""
+    original = guider.model_options
+    guider.model_options = comfy.model_patcher.create_model_options_clone(original)
+    try:
+        yield guider.model_options.setdefault("transformer_options", {})
+    finally:
+        guider.model_options = original
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
-    original_options = guider.model_options
-    host = original_options.get("transformer_options", {}).get(HOST_KEY)
+    host = guider.model_options.get("transformer_options", {}).get(HOST_KEY)
     if not isinstance(host, AccelHost):
         return executor(*args, **kwargs)
-    # The run's state goes into a per-run copy of the options, so the MODEL (and its other users) never holds it.
-    guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    run = host.start_run()
-    guider.model_options["transformer_options"][RUN_KEY] = run
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        host.end_run(run)
-        guider.model_options = original_options
+    with per_run_options(guider) as to:
+        run = host.start_run()
+        to[RUN_KEY] = run
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            host.end_run(run)
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):

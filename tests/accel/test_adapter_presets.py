@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from dit_accel.accel.adapters.registry import _ADAPTERS, supported_families
-from dit_accel.accel.family_presets import PRESETS, FamilyPreset, family_preset
+from dit_accel.accel.adapters.presets import PRESETS, FamilyPreset, family_preset
 
 
 def test_every_served_family_has_a_preset_and_no_more():
