@@ -8,12 +8,13 @@ from comfy_api.latest import io
 from ..accel.caching import LEVELS, BlockCacheConfig, BlockCachePatch, preset
 from ..accel.caching.block_cache import GATES, GRANULARITIES
 from ..accel.memory import AUTO
+from ..accel.presets import REFERENCE_FAMILY
 from .comfy.patcher import apply_patch, family_of
 from .compat import ADVANCED
 from .memory_input import memory_budget_input
 
 CUSTOM = "custom"
-_DEFAULT = preset("wan", "balanced")  # "custom" starts from the measured balanced setting
+_DEFAULT = preset(REFERENCE_FAMILY, "balanced")  # "custom" starts from the measured balanced setting
 
 
 class DiTBlockCache(io.ComfyNode):

@@ -1,18 +1,14 @@
 """Calibration for DiT Quantize: a few real sampling steps through ComfyUI's own sampler, with forward hooks on
 the block linears recording their input statistics (per-channel absmax and, for GPTQ, the input Gram matrix).
 
-Runs `nodes.common_ksampler` (core's KSampler path: noise, latent channels, progress bar) on the user's prompts, once
+Runs `nodes/comfy/sampler.run_ksampler` (core's KSampler path: noise, latent channels, progress bar) on the user's prompts, once
 per pass of `gram_passes` so the Gram matrices held at once stay inside a memory budget.
 """
 from __future__ import annotations
 
 from ..accel.quant.calibration import DEFAULT_GRAM_BUDGET, calibrate as calibrate_in_passes
 from ..accel.quant.rotation import ChannelStats
-
-
-def _run_sampler(model, seed, steps, cfg, positive, negative, latent) -> None:
-    import nodes
-    nodes.common_ksampler(model, seed, steps, cfg, "euler", "simple", positive, negative, latent)
+from .comfy.sampler import run_ksampler
 
 
 def calibrate(model, positive, negative, latent, steps: int, cfg: float, seed: int = 0, gram: bool = True,
@@ -26,5 +22,5 @@ def calibrate(model, positive, negative, latent, steps: int, cfg: float, seed: i
         negative, cfg = positive, 1.0  # no negative: a plain conditional run
     budget_bytes = DEFAULT_GRAM_BUDGET if budget_bytes is None else budget_bytes
     return calibrate_in_passes(model.get_model_object("diffusion_model"),
-                               lambda: _run_sampler(model, seed, steps, cfg, positive, negative, latent),
+                               lambda: run_ksampler(model, seed, steps, cfg, positive, negative, latent),
                                gram, budget_bytes, name=f"DiT Quantize calibration ({steps} steps per pass)")

@@ -225,12 +225,7 @@ class DiTSaveQuantized(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, filename_prefix: str) -> io.NodeOutput:
-        import folder_paths
-        base = os.path.join(folder_paths.get_output_directory(), filename_prefix)
-        path, i = f"{base}.safetensors", 1
-        while os.path.exists(path):
-            path, i = f"{base}_{i:05d}.safetensors", i + 1
-        save_quantized(model, path)
+        path = save_quantized(model, loader.new_output_file(filename_prefix, ".safetensors"))
         log.info("DiT Save Quantized Model: wrote %s", path)
         return io.NodeOutput()
 

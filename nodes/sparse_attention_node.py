@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..accel.presets import REFERENCE_FAMILY
 from ..accel.sparse import LEVELS, POLICIES, SparseAttentionConfig, SparseAttentionPatch, parse_layers, preset
 from .comfy.patcher import apply_patch, family_of
 from .compat import ADVANCED
 
 CUSTOM = "custom"
 BLOCK_SIZES = ("16", "32", "64", "128")
-_DEFAULT = preset("wan", "balanced")  # "custom" starts from the balanced preset
+_DEFAULT = preset(REFERENCE_FAMILY, "balanced")  # "custom" starts from the balanced preset
 
 
 class DiTSparseAttention(io.ComfyNode):

@@ -14,6 +14,16 @@ def load_diffusion_model(path: str | os.PathLike):
     return comfy.sd.load_diffusion_model(str(path))
 
 
+def new_output_file(prefix: str, suffix: str) -> str:
+    """A path under ComfyUI's output folder that no file has yet: prefix + suffix, else prefix_00001 + suffix, ..."""
+    import folder_paths  # ComfyUI's own module, importable only inside a running ComfyUI
+    base = os.path.join(folder_paths.get_output_directory(), prefix)
+    path, i = f"{base}{suffix}", 1
+    while os.path.exists(path):
+        path, i = f"{base}_{i:05d}{suffix}", i + 1
+    return path
+
+
 def patched_state_dict(model) -> dict[str, torch.Tensor]:
     """The diffusion model's state dict as `model` (a ModelPatcher) samples it.
 

@@ -1,4 +1,5 @@
-"""Guidance inside ComfyUI's sampler: head-level perturbation guidance's extra branch as a post-CFG function.
+"""ComfyUI's sampler as the nodes use it: head-level perturbation guidance's extra branch as a post-CFG function,
+and core's KSampler path for runs that only record activations (quantization's calibration).
 
 ComfyUI calls `sampler_post_cfg_function`s after it has combined cond and uncond; the function here runs the
 perturbed branch through `calc_cond_batch` (so the model patcher's wrappers, our host among them, see it like any
@@ -41,3 +42,10 @@ def post_cfg_function(config: SoftPAGConfig):
         return guide(cfg_result, args["cond_denoised"], perturbed, config.scale)
 
     return post_cfg
+
+
+def run_ksampler(model, seed: int, steps: int, cfg: float, positive, negative, latent,
+                 sampler: str = "euler", scheduler: str = "simple"):
+    """Core's KSampler path (`nodes.common_ksampler`: noise, latent channels, progress bar) on a MODEL."""
+    import nodes  # ComfyUI's own nodes module, importable only inside a running ComfyUI
+    return nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, positive, negative, latent)

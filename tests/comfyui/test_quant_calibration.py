@@ -57,8 +57,8 @@ def test_node_calibrates_in_memory_bounded_passes_with_the_same_result(reference
     assert expected_passes > 1
     monkeypatch.setattr(quant_calibration, "DEFAULT_GRAM_BUDGET", budget)
     runs = []
-    real_sampler = quant_calibration._run_sampler
-    monkeypatch.setattr(quant_calibration, "_run_sampler", lambda *a: runs.append(1) or real_sampler(*a))
+    real_sampler = quant_calibration.run_ksampler
+    monkeypatch.setattr(quant_calibration, "run_ksampler", lambda *a: runs.append(1) or real_sampler(*a))
     passes = quant_calibration.calibrate(reference_patcher, positive, negative, latent, steps=2, cfg=4.0)
     assert len(runs) == expected_passes
     for name in ("blocks.0.self_attn.q", "blocks.7.ffn.2"):   # each pass saw the same activations as one pass
