@@ -19,7 +19,7 @@ from ..context import StepContext
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
 from .gates import ScheduleWindow, accumulated_change_gate, relative_change, static_gate, to_host
-from ..forecasting.predictors import ForecastConfig, Predictor
+from .predictors import ForecastConfig, Predictor
 from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 
 GATES = ("first_block", "cg", "block", "static")

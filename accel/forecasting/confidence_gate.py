@@ -26,7 +26,7 @@ from ..context import StepContext, Stream
 from ..patch import BlockCall, ModelCall, RunBlock, RunModel
 from ..state import RunState
 from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream, schedule_time
-from .predictors import Predictor
+from ..caching.predictors import Predictor
 
 
 class _ForecastTrusted(Exception):

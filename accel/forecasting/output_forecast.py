@@ -21,7 +21,7 @@ from ..state import RunState, StreamState
 from .plan import compute_budget, error_weighted_plan
 from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 from .output_layout import OutputLayout
-from .predictors import ForecastConfig, Predictor
+from ..caching.predictors import ForecastConfig, Predictor
 
 GATES = ("interval", "planned", "confidence")
 FORECAST_MIN_STEPS = 10  # a forecast needs enough computed steps to fit; shorter schedules are not forecast

@@ -9,7 +9,7 @@ from dit_accel.accel.caching.predictors import TaylorResidual
 from dit_accel.accel.context import locate_step
 from dit_accel.accel.forecasting.methods import METHODS, ForecastSettings
 from dit_accel.accel.forecasting.output_forecast import OutputForecastConfig, OutputForecastPatch
-from dit_accel.accel.forecasting.predictors import ForecastConfig
+from dit_accel.accel.caching.predictors import ForecastConfig
 from dit_accel.accel.host import AccelHost
 from dit_accel.accel.standalone import accelerated
 from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
