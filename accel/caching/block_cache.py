@@ -18,9 +18,10 @@ import torch
 from ..context import StepContext
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
-from .gates import ScheduleWindow, accumulated_change_gate, relative_change, static_gate, to_host
+from .gates import accumulated_change_gate, relative_change, static_gate, to_host
 from .predictors import ForecastConfig, Predictor
 from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
+from .schedule import TIME_AXES, ScheduleWindow, forecast_time, too_short_note
 
 GATES = ("first_block", "cg", "block", "static")
 GRANULARITIES = ("stack", "block")
@@ -63,19 +64,17 @@ class BlockCacheConfig:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
-        if self.forecast_time not in ("sigma", "step"):
-            raise ValueError(f"forecast_time must be 'sigma' or 'step', got {self.forecast_time!r}")
+        if self.forecast_time not in TIME_AXES:
+            raise ValueError(f"forecast_time must be one of {TIME_AXES}, got {self.forecast_time!r}")
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0 (0 turns caching off), got {self.threshold}")
-        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
-            raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got start {self.start_percent}, "
-                             f"end {self.end_percent}: set start_percent below end_percent")
+        self.window  # validates the schedule window
         if self.gate_blocks < 1 and self.gate in ("first_block", "cg"):
             raise ValueError(f"the {self.gate} gate needs gate_blocks >= 1")
         if not 0 <= self.forecast_order <= 3:
             raise ValueError(f"forecast_order must be 0 (reuse) to 3, got {self.forecast_order}")
-        if self.interval < 1 or self.warmup_steps < 0 or self.final_steps < 0 or self.max_consecutive < 0:
-            raise ValueError("interval must be >= 1; warmup_steps, final_steps and max_consecutive >= 0")
+        if self.interval < 1 or self.max_consecutive < 0:
+            raise ValueError("interval must be >= 1 and max_consecutive >= 0")
         validate_memory_gib(self.memory_gib)
 
     @property
@@ -153,9 +152,7 @@ class BlockCachePatch(DiTPatch):
     # ---- helpers -----------------------------------------------------------------------------------------
     def _time(self, ctx: StepContext) -> float:
         """The time axis forecasts are made on: sigma, or the schedule's own (step) time, 1 -> 0 like sigma."""
-        if self.config.forecast_time == "step" and ctx.total_steps > 0:
-            return 1.0 - ctx.percent
-        return ctx.sigma
+        return forecast_time(ctx, self.config.forecast_time)
 
     def _streams(self, run: RunState, ctx: StepContext, hidden: torch.Tensor):
         # State is keyed on the first block's input, whatever block asks: a Flux single block's joint sequence
@@ -286,15 +283,9 @@ class BlockCachePatch(DiTPatch):
         if cfg.off:
             line += ". Caching is off at this setting: outputs equal the unpatched model."
         elif stats.total_steps and stats.row_blocks_run == stats.row_blocks_total:
-            reusable = cfg.window.reusable_steps(stats.total_steps)
-            if stats.total_steps < cfg.min_steps:
-                line += (f". The {stats.total_steps}-step schedule is too short to forecast (it needs "
-                         f"{cfg.min_steps} or more): nothing was skipped. For few-step (distilled) models use sparse "
-                         "attention or quantized weights instead.")
-            elif reusable < 2:
-                line += (f". The {stats.total_steps}-step schedule is too short to cache: warm-up and final steps "
-                         f"leave {reusable} step(s) to reuse, so nothing was skipped. For few-step (distilled) "
-                         "models use sparse attention or quantized weights instead.")
+            if cfg.window.too_short(stats.total_steps):
+                verb = "forecast" if stats.total_steps < cfg.min_steps else "cache"
+                line += too_short_note(cfg.window, stats.total_steps, verb)
             else:
                 line += ". Nothing was skipped: raise the threshold or widen start/end percent."
         return line

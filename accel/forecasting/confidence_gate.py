@@ -22,10 +22,11 @@ import torch
 
 from ..caching.block_cache import run_rows
 from ..caching.gates import relative_change
+from ..caching.schedule import schedule_time
 from ..context import StepContext, Stream
 from ..patch import BlockCall, ModelCall, RunBlock, RunModel
 from ..state import RunState
-from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream, schedule_time
+from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream
 from ..caching.predictors import Predictor
 
 

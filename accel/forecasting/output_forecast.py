@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..caching.gates import ScheduleWindow, planned_computes
+from ..caching.schedule import (ScheduleWindow, compute_budget, error_weighted_plan, planned_computes, schedule_time,
+                               too_short_note)
 from ..context import StepContext
 from ..patch import DiTPatch, ModelCall, RunModel
 from ..state import RunState, StreamState
-from .plan import compute_budget, error_weighted_plan
 from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 from .output_layout import OutputLayout
 from ..caching.predictors import ForecastConfig, Predictor
@@ -61,11 +61,7 @@ class OutputForecastConfig:
             raise ValueError(f"free_final_budget must be >= 0, got {self.free_final_budget}")
         if self.weight_power < 0:
             raise ValueError(f"weight_power must be >= 0 (0 ignores the sigma drops), got {self.weight_power}")
-        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
-            raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got start {self.start_percent}, "
-                             f"end {self.end_percent}: set start_percent below end_percent")
-        if self.warmup_steps < 0 or self.final_steps < 0:
-            raise ValueError("warmup_steps and final_steps must be >= 0")
+        self.window  # validates the schedule window
         validate_memory_gib(self.memory_gib)
 
     @property
@@ -95,11 +91,6 @@ class OutputForecastRun:
     config: OutputForecastConfig | None = None     # this run's setting, planned against the memory budget
     budget_note: str = ""
     layout: OutputLayout = OutputLayout()           # the model output's form (a tensor; LTX-2: [video, audio])
-
-
-def schedule_time(ctx: StepContext) -> float:
-    """The scheduler's own time, 1 -> 0 like sigma: forecasts are smoothest on it (see module docstring)."""
-    return 1.0 - ctx.percent if ctx.total_steps > 0 else ctx.sigma
 
 
 class OutputForecastPatch(DiTPatch):
@@ -191,8 +182,7 @@ class OutputForecastPatch(DiTPatch):
         cfg = self.config
         if cfg.gate == "interval" or len(ctx.schedule) != ctx.total_steps + 1:
             return planned_computes(ctx.total_steps, cfg.interval, cfg.window)
-        forced = frozenset(s for s in range(ctx.total_steps)
-                           if not cfg.window.allows_reuse(StepContext.single(s, ctx.total_steps, float("nan"), 1)))
+        forced = frozenset(cfg.window.forced_computes(ctx.total_steps))
         budget = compute_budget(ctx.total_steps, cfg.interval)
         if budget > cfg.free_final_budget:
             # With a few computes, skipping the final step buys a better-placed one elsewhere (20 steps, 5 computes:
@@ -222,10 +212,8 @@ class OutputForecastPatch(DiTPatch):
         if cfg.off:
             line += ". Forecasting is off at this setting: outputs equal the unpatched model."
         elif stats.computed == stats.calls and stats.total_steps:
-            reusable = cfg.window.reusable_steps(stats.total_steps)
-            if reusable < 2 or stats.total_steps < cfg.min_steps:
-                line += (f". The {stats.total_steps}-step schedule is too short to forecast: nothing was skipped. "
-                         "Few-step (distilled) models gain from sparse attention or quantized weights instead.")
+            if cfg.window.too_short(stats.total_steps):
+                line += too_short_note(cfg.window, stats.total_steps, "forecast")
             else:
                 line += ". Nothing was skipped: raise the interval or widen start/end percent."
         return line

@@ -4,7 +4,8 @@ import torch
 
 from dit_accel.accel.adapters.registry import adapter_for
 from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch
-from dit_accel.accel.caching.gates import ScheduleWindow, accumulated_change_gate, relative_change
+from dit_accel.accel.caching.gates import accumulated_change_gate, relative_change
+from dit_accel.accel.caching.schedule import ScheduleWindow
 from dit_accel.accel.context import StepContext
 from dit_accel.accel.host import AccelHost
 from dit_accel.accel.standalone import accelerated
