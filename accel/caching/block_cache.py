@@ -18,12 +18,12 @@ import torch
 from ..context import StepContext
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
-from .gates import accumulated_change_gate, relative_change, static_gate, to_host
+from .gates import GATES as GATE_TYPES, Gate, to_host
 from .predictors import ForecastConfig, Predictor
 from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 from .schedule import TIME_AXES, ScheduleWindow, forecast_time, too_short_note
 
-GATES = ("first_block", "cg", "block", "static")
+GATES = tuple(GATE_TYPES)  # the gates by name (`gates.py`)
 GRANULARITIES = ("stack", "block")
 
 
@@ -69,7 +69,7 @@ class BlockCacheConfig:
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0 (0 turns caching off), got {self.threshold}")
         self.window  # validates the schedule window
-        if self.gate_blocks < 1 and self.gate in ("first_block", "cg"):
+        if self.gate_blocks < 1 and self.probes_first_blocks:
             raise ValueError(f"the {self.gate} gate needs gate_blocks >= 1")
         if not 0 <= self.forecast_order <= 3:
             raise ValueError(f"forecast_order must be 0 (reuse) to 3, got {self.forecast_order}")
@@ -82,8 +82,13 @@ class BlockCacheConfig:
         return self.forecast if self.forecast is not None else ForecastConfig("taylor", order=self.forecast_order)
 
     @property
+    def gate_type(self) -> Gate:
+        """The gate strategy this setting names (`gates.GATES`)."""
+        return GATE_TYPES[self.gate]
+
+    @property
     def probes_first_blocks(self) -> bool:
-        return self.gate in ("first_block", "cg")
+        return self.gate_type.probes_first_blocks
 
     @property
     def window(self) -> ScheduleWindow:
@@ -92,7 +97,7 @@ class BlockCacheConfig:
 
     @property
     def per_block(self) -> bool:
-        return self.gate == "block" or self.granularity == "block"
+        return self.gate_type.per_block or self.granularity == "block"
 
     @property
     def span_start(self) -> int:
@@ -101,25 +106,19 @@ class BlockCacheConfig:
 
     @property
     def off(self) -> bool:
-        return (self.gate != "static" and self.threshold == 0) or (self.gate == "static" and self.interval == 1)
+        return self.gate_type.off(self)
 
 
 @dataclass
 class BlockCacheStream(StreamState):
-    """One conditioning stream's cache; tensors hold that stream's rows only."""
+    """One conditioning stream's cache; tensors hold that stream's rows only. What a gate keeps is its own (`gate`)."""
 
-    accumulated: torch.Tensor | None = None        # (rows,) running change since the last compute
     consecutive: torch.Tensor | None = None        # (rows,) reuses in a row
     have_cache: torch.Tensor | None = None         # (rows,) a residual exists for the row
-    gate_reference: torch.Tensor | None = None     # first-block gate: gate-block output at the last compute
-    gate_forecast: Predictor | None = None         # cg gate: the gate blocks' residual, forecast like the rest
+    gate: object | None = None                     # the gate's own state (`Gate.state_type`)
     stack_residual: dict[str, Predictor] = field(default_factory=dict)
     block_residual: dict[tuple[int, str], Predictor] = field(default_factory=dict)
-    block_input: dict[int, torch.Tensor] = field(default_factory=dict)          # block gate: input at last compute
-    block_accumulated: dict[int, torch.Tensor] = field(default_factory=dict)
-    block_consecutive: dict[int, torch.Tensor] = field(default_factory=dict)
-    block_reuse: torch.Tensor | None = None        # block gate: the current block's decision
-    reuse: torch.Tensor | None = None              # first_block / static gates: this call's decision for the span
+    reuse: torch.Tensor | None = None              # span gates: this call's decision for the span
     span_input: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def reset(self) -> None:
@@ -142,38 +141,36 @@ class BlockCacheRun:
 
 class BlockCachePatch(DiTPatch):
     name = "blockcache"
-
     exclusive = "skipping"
+    run_type = BlockCacheRun
 
     def __init__(self, config: BlockCacheConfig = BlockCacheConfig(), name: str = "blockcache"):
         self.config = config
         self.name = name
 
     # ---- helpers -----------------------------------------------------------------------------------------
-    def _time(self, ctx: StepContext) -> float:
+    def time(self, ctx: StepContext) -> float:
         """The time axis forecasts are made on: sigma, or the schedule's own (step) time, 1 -> 0 like sigma."""
         return forecast_time(ctx, self.config.forecast_time)
 
-    def _streams(self, run: RunState, ctx: StepContext, hidden: torch.Tensor):
+    def streams(self, run: RunState, ctx: StepContext, hidden: torch.Tensor):
+        """Each stream of the call with its state (created on first use: the gate's own state with it)."""
         # State is keyed on the first block's input, whatever block asks: a Flux single block's joint sequence
         # has another shape than a double block's image stream, and must not look like a new resolution.
-        like = self._stats(run).stack_input
+        like = self.run_data(run).stack_input
         like = hidden if like is None else like
         for s in ctx.streams:
             state = run.stream_state(self.name, s.key, like[s.rows], BlockCacheStream)
             rows = s.rows.stop - s.rows.start
-            if state.accumulated is None:
-                state.accumulated = torch.zeros(rows, device=hidden.device)
+            if state.have_cache is None:
+                state.gate = self._config(run).gate_type.new_state(rows, hidden.device)
                 state.consecutive = torch.zeros(rows, dtype=torch.int32, device=hidden.device)
                 state.have_cache = torch.zeros(rows, dtype=torch.bool, device=hidden.device)
             yield s, state
 
-    def _stats(self, run: RunState) -> BlockCacheRun:
-        return run.data(self.name, BlockCacheRun)
-
     def _config(self, run: RunState) -> BlockCacheConfig:
         """This run's setting (planned against the memory budget at its first call)."""
-        return self._stats(run).config or self.config
+        return self.run_data(run).config or self.config
 
     def memory_fit(self, shape: StateShape, free_memory: int | None, total_steps: int, device: torch.device):
         """The setting a run at `shape` would use within the memory budget, and its planned bytes (`memory.Fit`)."""
@@ -187,10 +184,10 @@ class BlockCachePatch(DiTPatch):
         return self._config(run).per_block or len(call.layout_kinds) > 1
 
     def _per_block_config_or_seen(self, run: RunState) -> bool:
-        return self._config(run).per_block or self._stats(run).several_kinds
+        return self._config(run).per_block or self.run_data(run).several_kinds
 
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
-        stats = self._stats(run)
+        stats = self.run_data(run)
         if stats.config is None:  # the run's first call: fit the state to its budget before allocating any
             from .budget import plan_block_cache
             stats.config, stats.budget_note = plan_block_cache(self, StateShape.of(call, call.hidden, ctx), run,
@@ -203,17 +200,11 @@ class BlockCachePatch(DiTPatch):
             call.hidden.new_zeros(()).expand(call.hidden.shape)
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         stats.several_kinds = len(call.layout_kinds) > 1
-        if cfg.gate == "static":
-            allowed = cfg.window.allows_reuse(ctx) and not cfg.off
-            for s, state in self._streams(run, ctx, call.hidden):
-                rows = s.rows.stop - s.rows.start
-                gate = static_gate(ctx, cfg.interval, cfg.window, rows, call.hidden.device) if allowed else \
-                    torch.zeros(rows, dtype=torch.bool, device=call.hidden.device)
-                state.reuse = gate & state.have_cache & (state.consecutive < cfg.max_consecutive)
+        cfg.gate_type.at_call_start(self, run, ctx, call, cfg)
 
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
         cfg = self._config(run)
-        stats = self._stats(run)
+        stats = self.run_data(run)
         batch = call.hidden.shape[0]
         stats.row_blocks_total += batch
         if cfg.off:  # nothing is ever reused: keep nothing (the memory budget's last rung relies on it)
@@ -223,16 +214,15 @@ class BlockCachePatch(DiTPatch):
             stats.row_blocks_run += batch
             out = run_block(call.args)
             if call.position == cfg.span_start - 1:
-                self._first_block_decision(run, ctx, call, out)
+                cfg.gate_type.after_gate_blocks(self, run, ctx, call, out, cfg)
             return out
-        if cfg.gate == "block":
-            self._block_decision(run, ctx, call)
+        cfg.gate_type.at_block(self, run, ctx, call, cfg)
         per_block = self._per_block(run, call)
         if call.position == cfg.span_start and not per_block:
-            for s, state in self._streams(run, ctx, call.hidden):
+            for s, state in self.streams(run, ctx, call.hidden):
                 state.span_input = {k: call.args[k][s.rows].clone() for k in call.stream_keys}
         reuse = self._batch_reuse(run, ctx, call.hidden)
-        if cfg.gate == "block" or stats.span_compute_rows is None:
+        if cfg.gate_type.per_block or stats.span_compute_rows is None:
             # The host sync: once per model call (once per block for the block gate, whose decision is per block).
             stats.span_compute_rows = [i for i, r in enumerate(to_host(reuse)) if not r]
         compute_rows = stats.span_compute_rows
@@ -249,7 +239,7 @@ class BlockCachePatch(DiTPatch):
             self._finish_rows(run, ctx, call.hidden)
             return out
         out = dict(out)
-        for s, state in self._streams(run, ctx, call.hidden):
+        for s, state in self.streams(run, ctx, call.hidden):
             reuse = state.reuse
             for key in call.stream_keys:
                 if out.get(key) is None or key not in state.span_input:
@@ -259,21 +249,20 @@ class BlockCachePatch(DiTPatch):
                 predictor = state.stack_residual.setdefault(key, self._config(run).predictor.build())
                 if not predictor.empty:
                     mask = reuse.view(-1, *[1] * (final.dim() - 1))
-                    final = torch.where(mask, state.span_input[key] + predictor.predict(self._time(ctx)), final)
+                    final = torch.where(mask, state.span_input[key] + predictor.predict(self.time(ctx)), final)
                     out[key] = _replace_rows(out[key], s.rows, final)
-                predictor.update(~reuse if not predictor.empty else torch.ones_like(reuse), fresh, self._time(ctx))
+                predictor.update(~reuse if not predictor.empty else torch.ones_like(reuse), fresh, self.time(ctx))
             state.span_input = {}
         self._finish_rows(run, ctx, call.hidden)
         return out
 
     def on_run_end(self, run: RunState) -> str | None:
-        stats = self._stats(run)
+        stats = self.run_data(run)
         cfg = self._config(run)
         if stats.row_blocks_total == 0:
             return None
         speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
-        setting = f"computes at most {cfg.interval} steps apart" if cfg.gate == "static" \
-            else f"threshold {cfg.threshold:g}"
+        setting = cfg.gate_type.setting(cfg)
         reuse = "block" if self._per_block_config_or_seen(run) else cfg.granularity
         held = run_state_nbytes(run, self.name)
         run.metrics["state_bytes"] = float(held)
@@ -290,69 +279,8 @@ class BlockCachePatch(DiTPatch):
                 line += ". Nothing was skipped: raise the threshold or widen start/end percent."
         return line
 
-    # ---- decisions ---------------------------------------------------------------------------------------
-    def _first_block_decision(self, run, ctx, call: BlockCall, out: dict) -> None:
-        cfg = self._config(run)
-        # The signal is the gate blocks' residual (output - input), as in FBCache: the output itself is dominated by
-        # the block input, which hides how much the blocks' own contribution moved.
-        gate_out = out[call.stream_keys[0]]
-        gate_residual = gate_out - self._stats(run).stack_input
-        proposals = []
-        for s, state in self._streams(run, ctx, gate_out):
-            current = gate_residual[s.rows]
-            if cfg.gate == "cg":
-                # CG-Taylor: the error of the gate blocks' own forecast, made from the same computed steps as the
-                # forecast of the rest, is the confidence signal; it is not accumulated (it already grows with the
-                # distance from the last compute).
-                forecaster = state.gate_forecast
-                change = relative_change(current, forecaster.predict(self._time(ctx))) \
-                    if forecaster is not None and not forecaster.empty \
-                    else torch.full_like(state.accumulated, float("inf"))
-                reuse = (change < cfg.threshold) & state.have_cache & (state.consecutive < cfg.max_consecutive)
-                total = torch.zeros_like(state.accumulated)
-            else:
-                ref = state.gate_reference
-                change = relative_change(current, ref) * ctx.step_weight \
-                    if ref is not None and ref.shape == current.shape \
-                    else torch.full_like(state.accumulated, float("inf"))
-                reuse, total = accumulated_change_gate(state.accumulated, change, cfg.threshold, state.consecutive,
-                                                       cfg.max_consecutive, state.have_cache)
-                state.gate_reference = current  # step-to-step change is what accumulates
-            proposals.append((state, reuse, total, current))
-        joint = self._decide_jointly(run, ctx, "span", [p[:3] for p in proposals])
-        for state, _, total, current in proposals:
-            state.reuse = joint
-            state.accumulated = torch.where(joint, total, torch.zeros_like(total))
-            if cfg.gate == "cg":
-                if state.gate_forecast is None:
-                    state.gate_forecast = cfg.predictor.build()
-                state.gate_forecast.update(~joint, current, self._time(ctx))
-
-    def _block_decision(self, run, ctx, call: BlockCall) -> None:
-        cfg = self._config(run)
-        p = call.position
-        proposals = []
-        for s, state in self._streams(run, ctx, call.hidden):
-            current = call.hidden[s.rows]
-            ref = state.block_input.get(p)
-            zeros = torch.zeros_like(state.accumulated)
-            cached = state.block_residual.get((p, call.stream_keys[0]))
-            have = torch.full_like(state.have_cache, cached is not None and not cached.empty)
-            change = relative_change(current, ref) * ctx.step_weight \
-                if ref is not None and ref.shape == current.shape else torch.full_like(zeros, float("inf"))
-            consecutive = state.block_consecutive.get(p, torch.zeros_like(state.consecutive))
-            reuse, total = accumulated_change_gate(state.block_accumulated.get(p, zeros), change, cfg.threshold,
-                                                   consecutive, cfg.max_consecutive, have)
-            proposals.append((state, reuse, total))
-            state.block_input[p] = current.clone()
-        joint = self._decide_jointly(run, ctx, p, proposals)
-        for state, _, total in proposals:
-            consecutive = state.block_consecutive.get(p, torch.zeros_like(state.consecutive))
-            state.block_accumulated[p] = torch.where(joint, total, torch.zeros_like(total))
-            state.block_consecutive[p] = torch.where(joint, consecutive + 1, torch.zeros_like(consecutive))
-            state.block_reuse = joint
-
-    def _decide_jointly(self, run, ctx, point, proposals) -> torch.Tensor:
+    # ---- decisions (the gates' shared parts) --------------------------------------------------------------
+    def decide_jointly(self, run, ctx, point, proposals) -> torch.Tensor:
         """One decision per sample: it reuses only if each of its streams (cond, uncond, ...) may, because CFG
         multiplies any cond/uncond mismatch by the guidance scale. Streams of one step that arrive in separate
         model calls follow the first call's decision. Outside the schedule window nothing reuses."""
@@ -373,8 +301,8 @@ class BlockCachePatch(DiTPatch):
 
     def _batch_reuse(self, run, ctx, hidden: torch.Tensor) -> torch.Tensor:
         parts = []
-        for s, state in self._streams(run, ctx, hidden):
-            decision = state.block_reuse if self._config(run).gate == "block" else state.reuse
+        for s, state in self.streams(run, ctx, hidden):
+            decision = self._config(run).gate_type.decision(state)
             rows = s.rows.stop - s.rows.start
             parts.append(decision if decision is not None else
                          torch.zeros(rows, dtype=torch.bool, device=hidden.device))
@@ -383,7 +311,7 @@ class BlockCachePatch(DiTPatch):
     def _apply_block_residuals(self, run, ctx, call: BlockCall, inputs: dict, out: dict,
                                reuse: torch.Tensor) -> None:
         p = call.position
-        for s, state in self._streams(run, ctx, call.hidden):
+        for s, state in self.streams(run, ctx, call.hidden):
             mask_rows = reuse[s.rows]
             for key in call.stream_keys:
                 if out.get(key) is None or key not in inputs:
@@ -392,19 +320,20 @@ class BlockCachePatch(DiTPatch):
                 predictor = state.block_residual.setdefault((p, key), self._config(run).predictor.build())
                 if not predictor.empty:
                     mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))
-                    out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + predictor.predict(self._time(ctx)),
+                    out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + predictor.predict(self.time(ctx)),
                                                                            res))
                 predictor.update(~mask_rows if not predictor.empty else torch.ones_like(mask_rows), res - inp,
-                                 self._time(ctx))
+                                 self.time(ctx))
 
     def _finish_rows(self, run, ctx, hidden: torch.Tensor) -> None:
         """End of a model call: rows that reused count a consecutive skip; rows that computed have a cache now."""
-        self._stats(run).span_compute_rows = None
-        for _, state in self._streams(run, ctx, hidden):
+        self.run_data(run).span_compute_rows = None
+        for _, state in self.streams(run, ctx, hidden):
             reused = state.reuse if state.reuse is not None else torch.zeros_like(state.have_cache)
             state.consecutive = torch.where(reused, state.consecutive + 1, torch.zeros_like(state.consecutive))
             state.have_cache = torch.ones_like(state.have_cache)
-            state.reuse = state.block_reuse = None
+            state.reuse = None
+            self._config(run).gate_type.end_call(state.gate)
 
 
 def run_rows(run_block: RunBlock, call: BlockCall, compute_rows: list[int]) -> dict:

@@ -67,12 +67,7 @@ def _on_history(rung):
 
 
 def _stack_schedule(config):
-    if not config.per_block:
-        return None
-    if config.gate == "block":
-        # The block gate at the presets' threshold reuses until `max_consecutive`: the same stretch, on a schedule.
-        return dataclasses.replace(config, gate="static", granularity="stack", interval=config.max_consecutive + 1)
-    return dataclasses.replace(config, granularity="stack")
+    return config.gate_type.stack_setting(config) if config.per_block else None
 
 
 def ladder(dtype: torch.dtype, device: torch.device) -> list:
