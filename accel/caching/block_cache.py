@@ -92,8 +92,7 @@ class BlockCacheConfig:
 
     @property
     def window(self) -> ScheduleWindow:
-        return ScheduleWindow(self.start_percent, self.end_percent, self.warmup_steps, self.final_steps,
-                              self.min_steps)
+        return ScheduleWindow.of(self)
 
     @property
     def per_block(self) -> bool:

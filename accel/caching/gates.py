@@ -25,6 +25,14 @@ def relative_change(current: torch.Tensor, previous: torch.Tensor, eps: float = 
     return diff / ref.clamp_min(eps)
 
 
+def forecast_error(current: torch.Tensor, forecaster, time: float) -> torch.Tensor:
+    """CG-Taylor's confidence signal: per row, how far `current` is from its own forecast at `time` (relative; inf
+    while the forecaster has nothing to forecast from)."""
+    if forecaster is None or forecaster.empty:
+        return torch.full((current.shape[0],), float("inf"), device=current.device)
+    return relative_change(current, forecaster.predict(time))
+
+
 def to_host(mask: torch.Tensor) -> list[bool]:
     """The host sync of a decision: one small device-to-host copy per decision point."""
     return mask.tolist()
@@ -162,10 +170,7 @@ class ConfidenceGate(_FirstBlocksGate):
     state_type = ConfidenceState
 
     def propose(self, state, current, ctx, cfg, time):
-        forecaster = state.gate.forecast
-        change = relative_change(current, forecaster.predict(time)) \
-            if forecaster is not None and not forecaster.empty \
-            else torch.full((current.shape[0],), float("inf"), device=current.device)
+        change = forecast_error(current, state.gate.forecast, time)
         reuse = (change < cfg.threshold) & state.have_cache & (state.consecutive < cfg.max_consecutive)
         return reuse, None
 

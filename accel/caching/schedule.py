@@ -34,6 +34,11 @@ class ScheduleWindow:
         if self.warmup_steps < 0 or self.final_steps < 0 or self.min_steps < 0:
             raise ValueError("warmup_steps, final_steps and min_steps must be >= 0")
 
+    @classmethod
+    def of(cls, config) -> "ScheduleWindow":
+        """The window of a method's config (any dataclass with these five fields)."""
+        return cls(config.start_percent, config.end_percent, config.warmup_steps, config.final_steps, config.min_steps)
+
     def allows_reuse(self, ctx: StepContext) -> bool:
         if ctx.total_steps <= 0 or ctx.step < 0:
             return False  # no schedule known (a custom sampler): never guess, always compute
