@@ -1,12 +1,14 @@
 """Block caching: skip transformer blocks whose output barely changes, and reuse their cached residual instead.
 
 Two separate parts (so forecasting can replace the second without touching the first):
-  * *when to compute* — a gate (`gates.py`): the first-block gate of FBCache / CG-Taylor ("Forecasting When to
-    Forecast"), the per-block input-change gate in the spirit of E-DiT ("Elastic Diffusion Transformer"), or a static
-    every-N-steps schedule;
+  * *when to compute* — a gate, a strategy looked up by name in `gates.GATES`: the first-block gate of FBCache,
+    CG-Taylor's confidence gate ("Forecasting When to Forecast"), the per-block input-change gate in the spirit of
+    E-DiT ("Elastic Diffusion Transformer"), or a static every-N-steps schedule;
   * *what to emit when skipping* — a cached residual: of the whole block stack after the gate blocks ("stack"), or of
     each block ("block").
 
+This file is the engine: stream bookkeeping (reuses in a row, which rows have a cache), running only the rows that
+compute, and applying predicted residuals; it asks its gate at fixed points and never tests the gate's name.
 Decisions are per batch row and per conditioning stream; state lives in the run's `RunState`, never on the patch.
 """
 from __future__ import annotations
@@ -16,11 +18,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ..context import StepContext
+from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
 from .gates import GATES as GATE_TYPES, Gate, to_host
 from .predictors import ForecastConfig, Predictor
-from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 from .schedule import TIME_AXES, ScheduleWindow, forecast_time, too_short_note
 
 GATES = tuple(GATE_TYPES)  # the gates by name (`gates.py`)
@@ -136,6 +138,7 @@ class BlockCacheRun:
     several_kinds: bool = False                 # the model has several block kinds (reuse was per block)
     config: BlockCacheConfig | None = None      # this run's setting: the configured one, or cheaper to fit memory
     budget_note: str = ""                       # what the memory budget did, for the log line
+    leader: dict = field(default_factory=dict)  # (step, decision point, branch) -> the decision its first call made
 
 
 class BlockCachePatch(DiTPatch):
@@ -243,14 +246,10 @@ class BlockCachePatch(DiTPatch):
             for key in call.stream_keys:
                 if out.get(key) is None or key not in state.span_input:
                     continue
-                final = out[key][s.rows]
-                fresh = final - state.span_input[key]
                 predictor = state.stack_residual.setdefault(key, self._config(run).predictor.build())
-                if not predictor.empty:
-                    mask = reuse.view(-1, *[1] * (final.dim() - 1))
-                    final = torch.where(mask, state.span_input[key] + predictor.predict(self.time(ctx)), final)
+                final = _emit_residual(predictor, reuse, state.span_input[key], out[key][s.rows], self.time(ctx))
+                if final is not None:
                     out[key] = _replace_rows(out[key], s.rows, final)
-                predictor.update(~reuse if not predictor.empty else torch.ones_like(reuse), fresh, self.time(ctx))
             state.span_input = {}
         self._finish_rows(run, ctx, call.hidden)
         return out
@@ -289,7 +288,7 @@ class BlockCachePatch(DiTPatch):
             joint = joint & reuse if reuse.shape == joint.shape else torch.zeros_like(joint)
         if not cfg.window.allows_reuse(ctx) or cfg.off:
             joint = torch.zeros_like(joint)
-        leader = run.data(self.name + ".leader", dict)
+        leader = self.run_data(run).leader
         # A branch pass (perturbation guidance) has streams of its own: it must not follow the main pass's decision.
         key = (ctx.step, point, getattr(ctx, "branch", None))
         previous = leader.get(key)
@@ -315,14 +314,10 @@ class BlockCachePatch(DiTPatch):
             for key in call.stream_keys:
                 if out.get(key) is None or key not in inputs:
                     continue
-                inp, res = inputs[key][s.rows], out[key][s.rows]
                 predictor = state.block_residual.setdefault((p, key), self._config(run).predictor.build())
-                if not predictor.empty:
-                    mask = mask_rows.view(-1, *[1] * (inp.dim() - 1))
-                    out[key] = _replace_rows(out[key], s.rows, torch.where(mask, inp + predictor.predict(self.time(ctx)),
-                                                                           res))
-                predictor.update(~mask_rows if not predictor.empty else torch.ones_like(mask_rows), res - inp,
-                                 self.time(ctx))
+                final = _emit_residual(predictor, mask_rows, inputs[key][s.rows], out[key][s.rows], self.time(ctx))
+                if final is not None:
+                    out[key] = _replace_rows(out[key], s.rows, final)
 
     def _finish_rows(self, run, ctx, hidden: torch.Tensor) -> None:
         """End of a model call: rows that reused count a consecutive skip; rows that computed have a cache now."""
@@ -356,6 +351,19 @@ def run_rows(run_block: RunBlock, call: BlockCall, compute_rows: list[int]) -> d
         full.index_copy_(0, index, sub_out[k])
         out[k] = full
     return out
+
+
+def _emit_residual(predictor, reuse: torch.Tensor, start: torch.Tensor, computed: torch.Tensor,
+                   time: float) -> torch.Tensor | None:
+    """One call of a skipped span (or block) for one stream: rows in `reuse` emit `start` plus the predicted residual
+    instead of what was `computed` (their pass-through); the other rows' residual feeds the predictor (every row's,
+    while it has nothing yet). Returns the rows' output, or None while there is nothing to predict from."""
+    emitted = None
+    if not predictor.empty:
+        mask = reuse.view(-1, *[1] * (computed.dim() - 1))
+        emitted = torch.where(mask, start + predictor.predict(time), computed)
+    predictor.update(~reuse if emitted is not None else torch.ones_like(reuse), computed - start, time)
+    return emitted
 
 
 def _replace_rows(t: torch.Tensor, rows: slice, values: torch.Tensor) -> torch.Tensor:

@@ -93,13 +93,11 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         packed = self._packed(run, out)
         for s, state in states:
             value = packed[s.rows]
-            computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
-            if state.predictor is None:
-                state.predictor = self._config(run).forecast.build()
-            state.predictor.update(computed, value, time)
+            self._record(run, state, value, time)
             if residual is not None and residual.shape[0] == packed.shape[0]:
                 if state.probe is None:
                     state.probe = self._config(run).forecast.build()
+                computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
                 state.probe.update(computed, residual[s.rows], time)
         stats.probe_residual = None
         return out

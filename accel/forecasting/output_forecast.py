@@ -200,7 +200,6 @@ class OutputForecastPatch(DiTPatch):
         stats = self.run_data(run)
         if stats.config is None:
             self._plan(run, ctx, None, call.x)
-        cfg = stats.config
         stats.calls += 1
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
@@ -210,16 +209,16 @@ class OutputForecastPatch(DiTPatch):
         out = run_model()
         packed = self._packed(run, out)
         stats.computed += 1
-        computed_rows = None
         for s, state in states:
-            value = packed[s.rows]
-            if computed_rows is None or computed_rows.shape[0] != value.shape[0]:
-                computed_rows = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
-            if state.predictor is None:
-                state.predictor = cfg.forecast.build()
-            # The forecaster keeps what the model returned: its memory lives on the model's device, in its dtype.
-            state.predictor.update(computed_rows, value, time)
+            self._record(run, state, packed[s.rows], time)
         return out
+
+    def _record(self, run: RunState, state, value: torch.Tensor, time: float) -> None:
+        """Feed one stream's computed output to its forecaster (made on first use). The forecaster keeps what the
+        model returned: its memory lives on the model's device, in its dtype."""
+        if state.predictor is None:
+            state.predictor = self._config(run).forecast.build()
+        state.predictor.update(torch.ones(value.shape[0], dtype=torch.bool, device=value.device), value, time)
 
     def _compute(self, run, ctx: StepContext, states) -> bool:
         cfg = self._config(run)

@@ -1,5 +1,6 @@
 """The schedule module: the fixed-budget plan (computes spread evenly, none of the forced steps missing, gaps never
-above the interval) and the error-weighted plan of spectrum-plan (budget, forced steps, what the error model prefers)."""
+above the interval) and the error-weighted plan of spectrum-plan (budget, forced steps, what the error model
+prefers)."""
 import pytest
 
 from dit_accel.accel.caching.schedule import ScheduleWindow, compute_budget, error_weighted_plan, planned_computes
