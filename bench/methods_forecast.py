@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..accel.caching import BlockCacheConfig, BlockCachePatch
 from ..accel.forecasting.methods import ForecastSettings
-from ..accel.forecasting.plan import compute_budget
+from ..accel.caching.schedule import compute_budget
 from ..reference.wan_dit import WanConfig
 from .methods import BenchMethod, register_method
 

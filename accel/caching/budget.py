@@ -17,14 +17,42 @@ bench names `blockcache-<level>-stack` run the presets as rung 2 leaves them.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 
-from ..forecasting.budget import offload_rung, order_rungs, precision_rung
 from ..memory import UNLIMITED, Fit, MemoryBudget, StateShape, fit, planned_state
 from ..state import RunState
+from .predictors import ForecastConfig
 
 SIMULATED_STEPS = 20  # enough for every predictor's history to fill (Spectrum's window is 6 computes)
+
+# The cheaper settings of any predictor's history, shared with the output forecaster (`accel/forecasting/budget.py`).
+Rung = tuple[str, Callable[[ForecastConfig], ForecastConfig | None]]
+
+
+def precision_rung(dtype: torch.dtype) -> Rung:
+    wide = dtype.is_floating_point and torch.finfo(dtype).bits > 16
+
+    def cheaper(f: ForecastConfig) -> ForecastConfig | None:
+        return dataclasses.replace(f, history_dtype=torch.bfloat16) if wide and f.history_dtype is None else None
+    return "history stored in bfloat16", cheaper
+
+
+def offload_rung(device: torch.device) -> Rung:
+    def cheaper(f: ForecastConfig) -> ForecastConfig | None:
+        return dataclasses.replace(f, offload=True) if device.type not in ("cpu", "meta") and not f.offload else None
+    return "history offloaded to CPU memory", cheaper
+
+
+def order_rungs() -> list[Rung]:
+    def lower_to(order: int):
+        def cheaper(f: ForecastConfig) -> ForecastConfig | None:
+            if f.order <= order:
+                return None
+            return dataclasses.replace(f, order=order, method="taylor" if order == 0 else f.method)
+        return cheaper
+    return [("Taylor order lowered to 1", lower_to(1)), ("forecast replaced by reuse (order 0)", lower_to(0))]
 
 
 def _on_history(rung):
@@ -39,12 +67,7 @@ def _on_history(rung):
 
 
 def _stack_schedule(config):
-    if not config.per_block:
-        return None
-    if config.gate == "block":
-        # The block gate at the presets' threshold reuses until `max_consecutive`: the same stretch, on a schedule.
-        return dataclasses.replace(config, gate="static", granularity="stack", interval=config.max_consecutive + 1)
-    return dataclasses.replace(config, granularity="stack")
+    return config.gate_type.stack_setting(config) if config.per_block else None
 
 
 def ladder(dtype: torch.dtype, device: torch.device) -> list:

@@ -1,18 +1,19 @@
-"""When to compute: the gates of the block cache, as pure functions of tensors.
+"""When to compute: the gates of the block cache, a registry of small strategies (`GATES`) built on pure functions
+of tensors.
 
 Every decision is made per batch row (a sample of one conditioning stream), so a sample's image never depends on what
 else shares its batch. Decisions stay on the device as boolean masks; `to_host` is the one place they are read back.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from functools import lru_cache
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch
 
 from ..context import StepContext
 from ..parallel.comm import agree_row_means
+from .schedule import ScheduleWindow, planned_computes
 
 
 def relative_change(current: torch.Tensor, previous: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -24,34 +25,17 @@ def relative_change(current: torch.Tensor, previous: torch.Tensor, eps: float = 
     return diff / ref.clamp_min(eps)
 
 
+def forecast_error(current: torch.Tensor, forecaster, time: float) -> torch.Tensor:
+    """CG-Taylor's confidence signal: per row, how far `current` is from its own forecast at `time` (relative; inf
+    while the forecaster has nothing to forecast from)."""
+    if forecaster is None or forecaster.empty:
+        return torch.full((current.shape[0],), float("inf"), device=current.device)
+    return relative_change(current, forecaster.predict(time))
+
+
 def to_host(mask: torch.Tensor) -> list[bool]:
     """The host sync of a decision: one small device-to-host copy per decision point."""
     return mask.tolist()
-
-
-@dataclass(frozen=True)
-class ScheduleWindow:
-    """Which steps may reuse at all: inside [start, end) of the schedule, after warm-up, before the final steps."""
-
-    start_percent: float = 0.0
-    end_percent: float = 1.0
-    warmup_steps: int = 1
-    final_steps: int = 1
-    min_steps: int = 0  # shorter schedules never reuse (forecasts need enough computed steps to fit)
-
-    def allows_reuse(self, ctx: StepContext) -> bool:
-        if ctx.total_steps <= 0 or ctx.step < 0:
-            return False  # no schedule known (a custom sampler): never guess, always compute
-        if ctx.total_steps < self.min_steps:
-            return False
-        if ctx.step < self.warmup_steps or ctx.step >= ctx.total_steps - self.final_steps:
-            return False
-        return self.start_percent <= ctx.percent < self.end_percent
-
-    def reusable_steps(self, total_steps: int) -> int:
-        """How many steps of a schedule may reuse at best (0: too short to gain anything), by `allows_reuse` itself."""
-        return sum(self.allows_reuse(StepContext.single(step, total_steps, float("nan"), 1))
-                   for step in range(total_steps))
 
 
 def accumulated_change_gate(accumulated: torch.Tensor, change: torch.Tensor, threshold: float,
@@ -74,28 +58,196 @@ def static_gate(ctx: StepContext, interval: int, window: ScheduleWindow, rows: i
     return torch.full((rows,), reuse, dtype=torch.bool, device=device)
 
 
-# When to compute on a fixed budget. TaylorSeer and Spectrum compute every N-th step; anchoring that at the first step
-# leaves the last stretch uneven (20 steps every 6: computes at 0, 6, 12, 18 and the final step 19 back to back), so
-# the computes are spread evenly between the steps that must be computed (warm-up, final steps, outside the start/end
-# window) with no gap longer than `interval` steps.
+# ---- the gates: when the block cache computes, as small strategies registered by name ------------------------------
+# The engine (`block_cache.py`) keeps the stream bookkeeping (consecutive reuses, which rows have a cache, residuals)
+# and asks its gate at three points of a model call; each gate keeps its own per-stream state (`state_type`).
+
+class Gate:
+    """A block-cache gate. `probes_first_blocks`: it decides after the first `gate_blocks` blocks ran, from their
+    residual; `per_block`: it decides anew at every block (its decision is read back once per block)."""
+
+    probes_first_blocks = False
+    per_block = False
+    state_type: type | None = None
+
+    def new_state(self, rows: int, device: torch.device):
+        return self.state_type() if self.state_type is not None else None
+
+    def off(self, cfg) -> bool:
+        """Whether `cfg` never reuses (its outputs equal the unpatched model)."""
+        return cfg.threshold == 0
+
+    def setting(self, cfg) -> str:
+        """The gate's knob, for the log line."""
+        return f"threshold {cfg.threshold:g}"
+
+    def stack_setting(self, cfg):
+        """The budget rung's cheaper setting: the same skipping on the block stack's residual (`budget.py`)."""
+        return dataclasses.replace(cfg, granularity="stack")
+
+    def at_call_start(self, cache, run, ctx: StepContext, call, cfg) -> None:
+        """Before the first block of a model call."""
+
+    def after_gate_blocks(self, cache, run, ctx: StepContext, call, out: dict, cfg) -> None:
+        """After the gate blocks ran (only for a gate that `probes_first_blocks`)."""
+
+    def at_block(self, cache, run, ctx: StepContext, call, cfg) -> None:
+        """Before a block that may be skipped."""
+
+    def decision(self, stream) -> torch.Tensor | None:
+        """The (rows,) reuse mask of the stream for the current block; None: compute."""
+        return stream.reuse
+
+    def end_call(self, own) -> None:
+        """End of a model call, with the gate's own state of one stream."""
 
 
-@lru_cache(maxsize=64)
-def planned_computes(total_steps: int, interval: int, window: ScheduleWindow) -> frozenset[int]:
-    """The steps of a `total_steps` schedule that run the model; the others are forecast."""
-    if interval <= 1:
-        return frozenset(range(total_steps))
-    forced = [s for s in range(total_steps)
-              if not window.allows_reuse(StepContext.single(s, total_steps, float("nan"), 1))]
-    if not forced or forced[0] != 0:
-        forced = [0, *forced]  # the first step always computes: there is nothing to forecast from
-    computes = set(forced)
-    for left, right in zip(forced, forced[1:] + [total_steps]):
-        # Between two forced computes (or the end), place the fewest computes that keep every gap <= interval.
-        end = right if right < total_steps else total_steps - 1
-        span = end - left
-        if span <= interval:
-            continue
-        pieces = math.ceil(span / interval)
-        computes.update(left + round(span * j / pieces) for j in range(1, pieces + (1 if right < total_steps else 0)))
-    return frozenset(s for s in computes if 0 <= s < total_steps)
+class _FirstBlocksGate(Gate):
+    """Decides for the whole span after the gate blocks, from the gate blocks' residual (output - input), as in
+    FBCache: the output itself is dominated by the block input, which hides how much the blocks' own contribution
+    moved. Subclasses say how a stream's residual turns into a reuse proposal, and what they keep of it."""
+
+    probes_first_blocks = True
+
+    def after_gate_blocks(self, cache, run, ctx, call, out, cfg) -> None:
+        gate_out = out[call.stream_keys[0]]
+        gate_residual = gate_out - cache.run_data(run).stack_input
+        proposals = []
+        for s, state in cache.streams(run, ctx, gate_out):
+            current = gate_residual[s.rows]
+            reuse, total = self.propose(state, current, ctx, cfg, cache.time(ctx))
+            proposals.append((state, reuse, total, current))
+        joint = cache.decide_jointly(run, ctx, "span", [p[:3] for p in proposals])
+        for state, _, total, current in proposals:
+            state.reuse = joint
+            self.commit(state, joint, total, current, cfg, cache.time(ctx))
+
+    def propose(self, state, current, ctx, cfg, time) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def commit(self, state, joint, total, current, cfg, time) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class FirstBlockState:
+    accumulated: torch.Tensor | None = None   # (rows,) running change since the last compute
+    reference: torch.Tensor | None = None     # gate-block residual at the previous call
+
+
+class FirstBlockGate(_FirstBlocksGate):
+    """FBCache's gate: reuse while the gate blocks' residual has changed little, accumulated since the last compute."""
+
+    state_type = FirstBlockState
+
+    def new_state(self, rows: int, device: torch.device) -> FirstBlockState:
+        return FirstBlockState(accumulated=torch.zeros(rows, device=device))
+
+    def propose(self, state, current, ctx, cfg, time):
+        own = state.gate
+        ref = own.reference
+        change = relative_change(current, ref) * ctx.step_weight \
+            if ref is not None and ref.shape == current.shape else torch.full_like(own.accumulated, float("inf"))
+        reuse, total = accumulated_change_gate(own.accumulated, change, cfg.threshold, state.consecutive,
+                                               cfg.max_consecutive, state.have_cache)
+        own.reference = current  # step-to-step change is what accumulates
+        return reuse, total
+
+    def commit(self, state, joint, total, current, cfg, time) -> None:
+        state.gate.accumulated = torch.where(joint, total, torch.zeros_like(total))
+
+
+@dataclass
+class ConfidenceState:
+    forecast: object | None = None  # the gate blocks' residual, forecast like the rest (a `Predictor`)
+
+
+class ConfidenceGate(_FirstBlocksGate):
+    """CG-Taylor's confidence gate ("Forecasting When to Forecast"): the error of the gate blocks' own forecast, made
+    from the same computed steps as the forecast of the rest, is the signal. It is not accumulated: it already grows
+    with the distance from the last compute."""
+
+    state_type = ConfidenceState
+
+    def propose(self, state, current, ctx, cfg, time):
+        change = forecast_error(current, state.gate.forecast, time)
+        reuse = (change < cfg.threshold) & state.have_cache & (state.consecutive < cfg.max_consecutive)
+        return reuse, None
+
+    def commit(self, state, joint, total, current, cfg, time) -> None:
+        if state.gate.forecast is None:
+            state.gate.forecast = cfg.predictor.build()
+        state.gate.forecast.update(~joint, current, time)
+
+
+@dataclass
+class BlockInputState:
+    inputs: dict[int, torch.Tensor] = field(default_factory=dict)       # block -> its input at the last compute
+    accumulated: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> (rows,) change since then
+    consecutive: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> (rows,) reuses in a row
+    reuse: torch.Tensor | None = None                                   # the current block's decision
+
+
+class BlockInputGate(Gate):
+    """Per block, in the spirit of E-DiT: reuse a block while its input moved little since it was last computed."""
+
+    per_block = True
+    state_type = BlockInputState
+
+    def stack_setting(self, cfg):
+        # At the presets' threshold this gate reuses until `max_consecutive`: the same stretch, on a schedule.
+        return dataclasses.replace(cfg, gate="static", granularity="stack", interval=cfg.max_consecutive + 1)
+
+    def at_block(self, cache, run, ctx, call, cfg) -> None:
+        p = call.position
+        proposals = []
+        for s, state in cache.streams(run, ctx, call.hidden):
+            own = state.gate
+            current = call.hidden[s.rows]
+            ref = own.inputs.get(p)
+            zeros = torch.zeros(current.shape[0], device=current.device)
+            cached = state.block_residual.get((p, call.stream_keys[0]))
+            have = torch.full_like(state.have_cache, cached is not None and not cached.empty)
+            change = relative_change(current, ref) * ctx.step_weight \
+                if ref is not None and ref.shape == current.shape else torch.full_like(zeros, float("inf"))
+            consecutive = own.consecutive.get(p, torch.zeros_like(state.consecutive))
+            reuse, total = accumulated_change_gate(own.accumulated.get(p, zeros), change, cfg.threshold,
+                                                   consecutive, cfg.max_consecutive, have)
+            proposals.append((state, reuse, total))
+            own.inputs[p] = current.clone()
+        joint = cache.decide_jointly(run, ctx, p, proposals)
+        for state, _, total in proposals:
+            own = state.gate
+            consecutive = own.consecutive.get(p, torch.zeros_like(state.consecutive))
+            own.accumulated[p] = torch.where(joint, total, torch.zeros_like(total))
+            own.consecutive[p] = torch.where(joint, consecutive + 1, torch.zeros_like(consecutive))
+            own.reuse = joint
+
+    def decision(self, stream) -> torch.Tensor | None:
+        return stream.gate.reuse
+
+    def end_call(self, own) -> None:
+        own.reuse = None
+
+
+class StaticGate(Gate):
+    """A fixed budget: compute at most `interval` steps apart, spread evenly (`schedule.planned_computes`)."""
+
+    def off(self, cfg) -> bool:
+        return cfg.interval == 1
+
+    def setting(self, cfg) -> str:
+        return f"computes at most {cfg.interval} steps apart"
+
+    def at_call_start(self, cache, run, ctx, call, cfg) -> None:
+        allowed = cfg.window.allows_reuse(ctx) and not cfg.off
+        device = call.hidden.device
+        for s, state in cache.streams(run, ctx, call.hidden):
+            rows = s.rows.stop - s.rows.start
+            gate = static_gate(ctx, cfg.interval, cfg.window, rows, device) if allowed else \
+                torch.zeros(rows, dtype=torch.bool, device=device)
+            state.reuse = gate & state.have_cache & (state.consecutive < cfg.max_consecutive)
+
+
+GATES: dict[str, Gate] = {"first_block": FirstBlockGate(), "cg": ConfidenceGate(), "block": BlockInputGate(),
+                          "static": StaticGate()}

@@ -1,8 +1,13 @@
-"""What a skipped block (or span of blocks) emits: a predictor of its residual, fed on the steps it was computed.
+"""What a skipped block, span of blocks or step emits: a predictor of its value, fed on the steps it was computed.
 
-Order 0 reuses the last computed residual (FBCache, E-DiT block caching). Order n >= 1 extrapolates it with a
-Taylor expansion built from finite differences of the last n+1 computed values (TaylorSeer: "From Reusing to
-Forecasting: Accelerating Diffusion Models with TaylorSeers"), in sigma, the flow's own time.
+  taylor           TaylorSeer's finite-difference expansion (order 0 = plain reuse of the last value): "From Reusing
+                   to Forecasting: Accelerating Diffusion Models with TaylorSeers"; FBCache and E-DiT reuse (order 0)
+  spectral         Spectrum's Chebyshev ridge fit over the computed steps (`spectral.py`)
+  spectral_taylor  the two blended, as the ComfyUI ports of Spectrum do: (1 - blend) spectral + blend taylor
+
+Every predictor has the same small interface (`Predictor`: `empty`, `update(computed, value, time)`, `predict(time)`,
+`nbytes`), so gates never know which one they feed; `ForecastConfig.build()` makes one. `StoredHistory` wraps any of
+them to keep the history in a narrower dtype or in CPU memory (the memory budget's cheaper rungs, `budget.py`).
 
 All tensors are per batch row: rows of one stream are computed at different steps when their gates disagree, so each
 row keeps its own last step and its own differences. Updates and predictions are masked tensor ops, no host sync.
@@ -12,8 +17,25 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+
+from .spectral import SpectralResidual
+
+METHODS = ("taylor", "spectral", "spectral_taylor")
+
+
+class Predictor(Protocol):
+    @property
+    def empty(self) -> bool: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None: ...
+
+    def predict(self, time: float) -> torch.Tensor: ...
 
 
 def _rows_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -75,3 +97,120 @@ class TaylorResidual:
         for k in range(1, self.order + 1):
             out = out + self.terms[k] * dt ** k / math.factorial(k)
         return out
+
+@dataclass
+class BlendedResidual:
+    """Spectrum's global fit blended with a local Taylor term."""
+
+    spectral: SpectralResidual
+    taylor: TaylorResidual
+    blend: float
+
+    @property
+    def empty(self) -> bool:
+        return self.spectral.empty
+
+    @property
+    def nbytes(self) -> int:
+        return self.spectral.nbytes + self.taylor.nbytes
+
+    def update(self, computed, value, time) -> None:
+        self.spectral.update(computed, value, time)
+        self.taylor.update(computed, value, time)
+
+    def predict(self, time: float) -> torch.Tensor:
+        return torch.lerp(self.spectral.predict(time), self.taylor.predict(time), self.blend)
+
+
+@dataclass
+class StoredHistory:
+    """Any predictor with its history kept in `dtype` (None: the value's own) and, with `offload`, in CPU memory;
+    forecasts come back in the value's dtype on its device. Offloading moves each computed value to the host once and
+    each forecast back once (a copy per step, no recomputation); off the CPU nothing of the history stays on the
+    device, which `device_nbytes` reports to the memory accounting."""
+
+    inner: Predictor
+    dtype: torch.dtype | None = None
+    offload: bool = False
+    like: tuple[torch.dtype, torch.device] | None = None  # the values' own dtype and device
+
+    @property
+    def empty(self) -> bool:
+        return self.inner.empty
+
+    @property
+    def nbytes(self) -> int:
+        return self.inner.nbytes
+
+    @property
+    def device_nbytes(self) -> int:
+        return 0 if self.offload else self.inner.nbytes
+
+    def _storage(self, device: torch.device) -> torch.device:
+        return torch.device("cpu") if self.offload else device
+
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None:
+        self.like = (value.dtype, value.device)
+        where = self._storage(value.device)
+        self.inner.update(computed.to(where), value.to(device=where, dtype=self.dtype or value.dtype), time)
+
+    def predict(self, time: float) -> torch.Tensor:
+        dtype, device = self.like
+        return self.inner.predict(time).to(device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """Which predictor, and its knobs.
+
+    order: Taylor order (0 reuse, 1-3 TaylorSeer). degree / ridge / window: Spectrum's Chebyshev degree, ridge
+    strength and the number of computed steps the fit uses (and memory holds). blend: weight of the Taylor term in
+    `spectral_taylor`.
+    """
+
+    method: str = "taylor"
+    order: int = 2
+    degree: int = 2
+    ridge: float = 0.1
+    window: int = 6
+    blend: float = 0.5
+    history_dtype: torch.dtype | None = None  # keep the history in this dtype (None: the model's own)
+    offload: bool = False                     # keep the history in CPU memory
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"forecast method must be one of {METHODS}, got {self.method!r}")
+        if not 0 <= self.order <= 3:
+            raise ValueError(f"Taylor order must be 0 (reuse) to 3, got {self.order}")
+        if not 0 <= self.degree <= 8:
+            raise ValueError(f"Chebyshev degree must be 0 to 8, got {self.degree}")
+        if self.ridge < 0:
+            raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+        if self.window < 1:
+            raise ValueError(f"window must keep at least 1 computed step, got {self.window}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be in [0, 1], got {self.blend}")
+
+    def build(self) -> Predictor:
+        predictor = self._build_plain()
+        if self.history_dtype is not None or self.offload:
+            return StoredHistory(predictor, self.history_dtype, self.offload)
+        return predictor
+
+    def _build_plain(self) -> Predictor:
+        if self.method == "taylor":
+            return TaylorResidual(self.order)
+        spectral = SpectralResidual(self.degree, self.ridge, self.window)
+        if self.method == "spectral":
+            return spectral
+        return BlendedResidual(spectral, TaylorResidual(self.order), self.blend)
+
+    def describe(self) -> str:
+        if self.method == "taylor":
+            return "reuse" if self.order == 0 else f"order-{self.order} Taylor forecast"
+        text = f"Chebyshev degree-{self.degree} spectral forecast over {self.window} steps"
+        return text if self.method == "spectral" else f"{text}, blended {self.blend:g} with order-{self.order} Taylor"
+
+
+def predictor_nbytes(predictor) -> int:
+    return predictor.nbytes

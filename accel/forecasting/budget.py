@@ -6,44 +6,17 @@
      computed value goes to the host once and each forecast back once;
   3. Taylor order lowered to 1, then 0 (reuse of the last value): fewer stored terms, a worse forecast.
 
-The caching engine puts its own rung (a static schedule on the block stack's residual instead of each block's)
-between 1 and 2 (`accel/caching/budget.py`).
+The rungs themselves live with the predictors' engine (`accel/caching/budget.py`), which puts its own rung (a static
+schedule on the block stack's residual instead of each block's) between 1 and 2.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import torch
 
+from ..caching.budget import Rung, offload_rung, order_rungs, precision_rung
 from ..memory import UNLIMITED, Fit, MemoryBudget, StateShape, fit, planned_state
-from .predictors import ForecastConfig
-
-Rung = tuple[str, Callable[[ForecastConfig], ForecastConfig | None]]
-
-
-def precision_rung(dtype: torch.dtype) -> Rung:
-    wide = dtype.is_floating_point and torch.finfo(dtype).bits > 16
-
-    def cheaper(f: ForecastConfig) -> ForecastConfig | None:
-        return dataclasses.replace(f, history_dtype=torch.bfloat16) if wide and f.history_dtype is None else None
-    return "history stored in bfloat16", cheaper
-
-
-def offload_rung(device: torch.device) -> Rung:
-    def cheaper(f: ForecastConfig) -> ForecastConfig | None:
-        return dataclasses.replace(f, offload=True) if device.type not in ("cpu", "meta") and not f.offload else None
-    return "history offloaded to CPU memory", cheaper
-
-
-def order_rungs() -> list[Rung]:
-    def lower_to(order: int):
-        def cheaper(f: ForecastConfig) -> ForecastConfig | None:
-            if f.order <= order:
-                return None
-            return dataclasses.replace(f, order=order, method="taylor" if order == 0 else f.method)
-        return cheaper
-    return [("Taylor order lowered to 1", lower_to(1)), ("forecast replaced by reuse (order 0)", lower_to(0))]
 
 
 def _on_forecast(rung: Rung):

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..caching.block_cache import run_rows
-from ..caching.gates import relative_change
+from ..caching.gates import forecast_error
+from ..caching.schedule import schedule_time
 from ..context import StepContext, Stream
 from ..patch import BlockCall, ModelCall, RunBlock, RunModel
 from ..state import RunState
-from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream, schedule_time
-from .predictors import Predictor
+from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream
+from ..caching.predictors import Predictor
 
 
 class _ForecastTrusted(Exception):
@@ -59,7 +60,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
     stream_type = GatedStream
 
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
-        stats = self._stats(run)
+        stats = self.run_data(run)
         stats.input_like = torch.empty(call.x.shape, dtype=call.x.dtype, device="meta")  # the plan's input shape
         stats.calls += 1
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
@@ -92,13 +93,11 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         packed = self._packed(run, out)
         for s, state in states:
             value = packed[s.rows]
-            computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
-            if state.predictor is None:
-                state.predictor = self._config(run).forecast.build()
-            state.predictor.update(computed, value, time)
+            self._record(run, state, value, time)
             if residual is not None and residual.shape[0] == packed.shape[0]:
                 if state.probe is None:
                     state.probe = self._config(run).forecast.build()
+                computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
                 state.probe.update(computed, residual[s.rows], time)
         stats.probe_residual = None
         return out
@@ -106,7 +105,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
         if call.position != 0:
             return run_block(call.args)
-        stats = self._stats(run)
+        stats = self.run_data(run)
         if stats.config is None:  # the run's first call: the probe's history is shaped like the first block's
             self._plan(run, ctx, call, stats.input_like)
         # Blocks may update their input in place (Flux's addcmul_): keep the input to measure the residual.
@@ -158,24 +157,19 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         time = schedule_time(ctx)
         worst = 0.0
         keys = {s.key for s in probed}
-        for s, state in self._stats(run).call_states:
+        for s, state in self.run_data(run).call_states:
             if s.key not in keys:
                 continue
             if residual.shape[0] != ctx.batch_size or state.probe is None or state.probe.empty:
                 return False
-            error = relative_change(residual[s.rows], state.probe.predict(time))
+            error = forecast_error(residual[s.rows], state.probe, time)
             worst = max(worst, float(error.max()))  # the one host sync of a probed step
-        self._stats(run).errors.append(worst)
+        self.run_data(run).errors.append(worst)
         return worst < self.config.threshold
-
-    def rule(self) -> str:
-        cfg = self.config
-        return (f"the first block's forecast error under {cfg.threshold:g} lets the rest be forecast, "
-                f"at most {cfg.interval} steps apart")
 
     def on_run_end(self, run: RunState) -> str | None:
         line = super().on_run_end(run)
-        stats = self._stats(run)
+        stats = self.run_data(run)
         if line is None or not stats.errors:
             return line
         errors = sorted(stats.errors)

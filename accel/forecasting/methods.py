@@ -24,7 +24,7 @@ from ..memory import AUTO
 from ..patch import DiTPatch
 from .confidence_gate import ConfidenceGatedForecastPatch
 from .output_forecast import FORECAST_MIN_STEPS, OutputForecastConfig, OutputForecastPatch
-from .predictors import ForecastConfig
+from ..caching.predictors import ForecastConfig
 
 TAYLOR = ForecastConfig("taylor", order=1)
 # Chebyshev degree 4, ridge 0.03 over the last 6 computed steps, blended 0.85 with the Taylor term: of a sweep over

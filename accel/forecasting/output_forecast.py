@@ -14,17 +14,72 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..caching.gates import ScheduleWindow, planned_computes
+from ..caching.predictors import ForecastConfig, Predictor
+from ..caching.schedule import (ScheduleWindow, compute_budget, error_weighted_plan, planned_computes, schedule_time,
+                               too_short_note)
 from ..context import StepContext
+from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 from ..patch import DiTPatch, ModelCall, RunModel
 from ..state import RunState, StreamState
-from .plan import compute_budget, error_weighted_plan
-from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
 from .output_layout import OutputLayout
-from .predictors import ForecastConfig, Predictor
 
-GATES = ("interval", "planned", "confidence")
 FORECAST_MIN_STEPS = 10  # a forecast needs enough computed steps to fit; shorter schedules are not forecast
+
+
+class OutputGate:
+    """When the output forecaster runs the model: a small strategy registered by name in `GATES`. The default spreads
+    the computes evenly, at most `interval` steps apart (TaylorSeer, Spectrum)."""
+
+    needs_first_block = False  # the gate probes the first block (its patch must hook `around_block`)
+
+    def off(self, cfg) -> bool:
+        """Whether `cfg` never forecasts (its outputs equal the unpatched model)."""
+        return cfg.interval == 1
+
+    def plan(self, cfg, ctx: StepContext) -> frozenset[int]:
+        """The steps that run the model."""
+        return planned_computes(ctx.total_steps, cfg.interval, cfg.window)
+
+    def rule(self, cfg) -> str:
+        """When the model runs, in words, for the log line."""
+        return f"at most {cfg.interval} steps apart"
+
+
+class PlannedGate(OutputGate):
+    """As many computes as the even schedule, placed by the forecast-error model of `schedule.error_weighted_plan`
+    over the sampler's own sigmas (ours). Without those sigmas (a custom sampler) it spreads them evenly."""
+
+    def plan(self, cfg, ctx: StepContext) -> frozenset[int]:
+        if len(ctx.schedule) != ctx.total_steps + 1:
+            return super().plan(cfg, ctx)
+        forced = frozenset(cfg.window.forced_computes(ctx.total_steps))
+        budget = compute_budget(ctx.total_steps, cfg.interval)
+        if budget > cfg.free_final_budget:
+            # With a few computes, skipping the final step buys a better-placed one elsewhere (20 steps, 5 computes:
+            # +2 dB); with more, the final step's uncorrected error costs more (30 steps, 6 computes: +0.7 dB; 50
+            # steps, 8 / 11 computes: +2.7 / +3.2 dB when forced; reference model, 2 seeds).
+            forced |= {ctx.total_steps - 1}
+        return error_weighted_plan(ctx.schedule, budget, forced, weight_power=cfg.weight_power)
+
+    def rule(self, cfg) -> str:
+        return f"planned by forecast error, as many as every {cfg.interval} steps"
+
+
+class ConfidenceGate(OutputGate):
+    """CG-Taylor's confidence gate: the first block runs every step and its own forecast error, under `threshold`,
+    lets the rest be forecast (`confidence_gate.py`)."""
+
+    needs_first_block = True
+
+    def off(self, cfg) -> bool:
+        return super().off(cfg) or cfg.threshold == 0
+
+    def rule(self, cfg) -> str:
+        return (f"the first block's forecast error under {cfg.threshold:g} lets the rest be forecast, "
+                f"at most {cfg.interval} steps apart")
+
+
+GATES: dict[str, OutputGate] = {"interval": OutputGate(), "planned": PlannedGate(), "confidence": ConfidenceGate()}
 
 
 @dataclass(frozen=True)
@@ -61,21 +116,21 @@ class OutputForecastConfig:
             raise ValueError(f"free_final_budget must be >= 0, got {self.free_final_budget}")
         if self.weight_power < 0:
             raise ValueError(f"weight_power must be >= 0 (0 ignores the sigma drops), got {self.weight_power}")
-        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
-            raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got start {self.start_percent}, "
-                             f"end {self.end_percent}: set start_percent below end_percent")
-        if self.warmup_steps < 0 or self.final_steps < 0:
-            raise ValueError("warmup_steps and final_steps must be >= 0")
+        self.window  # validates the schedule window
         validate_memory_gib(self.memory_gib)
 
     @property
     def window(self) -> ScheduleWindow:
-        return ScheduleWindow(self.start_percent, self.end_percent, self.warmup_steps, self.final_steps,
-                              self.min_steps)
+        return ScheduleWindow.of(self)
+
+    @property
+    def gate_type(self) -> OutputGate:
+        """The gate strategy this setting names (`GATES`)."""
+        return GATES[self.gate]
 
     @property
     def off(self) -> bool:
-        return self.interval == 1 or (self.gate == "confidence" and self.threshold == 0)
+        return self.gate_type.off(self)
 
 
 @dataclass
@@ -97,17 +152,12 @@ class OutputForecastRun:
     layout: OutputLayout = OutputLayout()           # the model output's form (a tensor; LTX-2: [video, audio])
 
 
-def schedule_time(ctx: StepContext) -> float:
-    """The scheduler's own time, 1 -> 0 like sigma: forecasts are smoothest on it (see module docstring)."""
-    return 1.0 - ctx.percent if ctx.total_steps > 0 else ctx.sigma
-
-
 class OutputForecastPatch(DiTPatch):
     name = "forecast"
     exclusive = "skipping"
 
     def __init__(self, config: OutputForecastConfig = OutputForecastConfig(), label: str = "forecast"):
-        if config.gate == "confidence" and not self.uses("around_block"):
+        if config.gate_type.needs_first_block and not self.uses("around_block"):
             raise ValueError("the confidence gate needs the first block: use ConfidenceGatedForecastPatch")
         self.config = config
         self.label = label  # the method's name in the log line (taylorseer, spectrum, ...)
@@ -116,11 +166,8 @@ class OutputForecastPatch(DiTPatch):
     run_type: type = OutputForecastRun
     stream_type: type = OutputStream
 
-    def _stats(self, run: RunState) -> OutputForecastRun:
-        return run.data(self.name, self.run_type)
-
     def _config(self, run: RunState) -> OutputForecastConfig:
-        return self._stats(run).config or self.config
+        return self.run_data(run).config or self.config
 
     def memory_fit(self, shape: StateShape, free_memory: int | None, total_steps: int, device: torch.device):
         """The setting a run at `shape` would use within the memory budget, and its planned bytes (`memory.Fit`)."""
@@ -132,7 +179,7 @@ class OutputForecastPatch(DiTPatch):
         first block's, for a gate whose state is shaped like the blocks' streams)."""
         device = call.hidden.device if call is not None else x.device
         result = self.memory_fit(StateShape.of(call, x, ctx), run.free_memory, ctx.total_steps, device)
-        stats = self._stats(run)
+        stats = self.run_data(run)
         stats.config, stats.budget_note = result.config, result.describe()
 
     def _states(self, run: RunState, ctx: StepContext, x: torch.Tensor):
@@ -141,19 +188,18 @@ class OutputForecastPatch(DiTPatch):
     def _predict(self, run: RunState, states, time: float):
         """The forecast output of every stream of the call, in the call's row order and the model's output form."""
         parts = [state.predictor.predict(time) for _, state in states]
-        return self._stats(run).layout.unpack(torch.cat(parts) if len(parts) > 1 else parts[0])
+        return self.run_data(run).layout.unpack(torch.cat(parts) if len(parts) > 1 else parts[0])
 
     def _packed(self, run: RunState, out) -> torch.Tensor:
         """The computed output as one batch-first tensor; remembers its form for the forecasts."""
-        stats = self._stats(run)
+        stats = self.run_data(run)
         stats.layout = OutputLayout.of(out)
         return stats.layout.pack(out)
 
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
-        stats = self._stats(run)
+        stats = self.run_data(run)
         if stats.config is None:
             self._plan(run, ctx, None, call.x)
-        cfg = stats.config
         stats.calls += 1
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
@@ -163,53 +209,38 @@ class OutputForecastPatch(DiTPatch):
         out = run_model()
         packed = self._packed(run, out)
         stats.computed += 1
-        computed_rows = None
         for s, state in states:
-            value = packed[s.rows]
-            if computed_rows is None or computed_rows.shape[0] != value.shape[0]:
-                computed_rows = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
-            if state.predictor is None:
-                state.predictor = cfg.forecast.build()
-            # The forecaster keeps what the model returned: its memory lives on the model's device, in its dtype.
-            state.predictor.update(computed_rows, value, time)
+            self._record(run, state, packed[s.rows], time)
         return out
+
+    def _record(self, run: RunState, state, value: torch.Tensor, time: float) -> None:
+        """Feed one stream's computed output to its forecaster (made on first use). The forecaster keeps what the
+        model returned: its memory lives on the model's device, in its dtype."""
+        if state.predictor is None:
+            state.predictor = self._config(run).forecast.build()
+        state.predictor.update(torch.ones(value.shape[0], dtype=torch.bool, device=value.device), value, time)
 
     def _compute(self, run, ctx: StepContext, states) -> bool:
         cfg = self._config(run)
         if cfg.off or ctx.total_steps < max(1, cfg.min_steps) or \
                 any(st.predictor is None or st.predictor.empty for _, st in states):
             return True
-        decisions = self._stats(run).decisions
+        decisions = self.run_data(run).decisions
         if ctx.step in decisions:  # a later call of the same step (cond and uncond run apart): same decision
             return decisions[ctx.step]
         decisions[ctx.step] = compute = ctx.step in self.plan(ctx)
         return compute
 
     def plan(self, ctx: StepContext) -> frozenset[int]:
-        """The steps that run the model. Without the sampler's sigmas (a custom sampler) the planned gate cannot
-        weigh steps and spreads its computes evenly."""
-        cfg = self.config
-        if cfg.gate == "interval" or len(ctx.schedule) != ctx.total_steps + 1:
-            return planned_computes(ctx.total_steps, cfg.interval, cfg.window)
-        forced = frozenset(s for s in range(ctx.total_steps)
-                           if not cfg.window.allows_reuse(StepContext.single(s, ctx.total_steps, float("nan"), 1)))
-        budget = compute_budget(ctx.total_steps, cfg.interval)
-        if budget > cfg.free_final_budget:
-            # With a few computes, skipping the final step buys a better-placed one elsewhere (20 steps, 5 computes:
-            # +2 dB); with more, the final step's uncorrected error costs more (30 steps, 6 computes: +0.7 dB; 50
-            # steps, 8 / 11 computes: +2.7 / +3.2 dB when forced; reference model, 2 seeds).
-            forced |= {ctx.total_steps - 1}
-        return error_weighted_plan(ctx.schedule, budget, forced, weight_power=cfg.weight_power)
+        """The steps that run the model, by the gate."""
+        return self.config.gate_type.plan(self.config, ctx)
 
     def rule(self) -> str:
         """When the model runs, in words, for the log line."""
-        cfg = self.config
-        if cfg.gate == "planned":
-            return f"planned by forecast error, as many as every {cfg.interval} steps"
-        return f"at most {cfg.interval} steps apart"
+        return self.config.gate_type.rule(self.config)
 
     def on_run_end(self, run: RunState) -> str | None:
-        stats = self._stats(run)
+        stats = self.run_data(run)
         cfg = self._config(run)
         if stats.calls == 0:
             return None
@@ -222,10 +253,8 @@ class OutputForecastPatch(DiTPatch):
         if cfg.off:
             line += ". Forecasting is off at this setting: outputs equal the unpatched model."
         elif stats.computed == stats.calls and stats.total_steps:
-            reusable = cfg.window.reusable_steps(stats.total_steps)
-            if reusable < 2 or stats.total_steps < cfg.min_steps:
-                line += (f". The {stats.total_steps}-step schedule is too short to forecast: nothing was skipped. "
-                         "Few-step (distilled) models gain from sparse attention or quantized weights instead.")
+            if cfg.window.too_short(stats.total_steps):
+                line += too_short_note(cfg.window, stats.total_steps, "forecast")
             else:
                 line += ". Nothing was skipped: raise the interval or widen start/end percent."
         return line

@@ -11,7 +11,7 @@ from dit_accel.accel.standalone import accelerated
 from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
 from dit_accel.reference.sampling import sample_euler_cfg, simple_schedule
 from dit_accel.accel.forecasting.output_forecast import OutputForecastConfig, OutputForecastPatch
-from dit_accel.accel.forecasting.predictors import ForecastConfig
+from dit_accel.accel.caching.predictors import ForecastConfig
 from dit_accel.accel.memory import GiB, MemoryBudget, StateShape, _simulate_reduced, simulate, state_nbytes
 from dit_accel.bench.shapes.measure import CONSUMER_FREE
 from dit_accel.bench.shapes.methods import NODE_DEFAULTS, build

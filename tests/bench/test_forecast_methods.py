@@ -1,7 +1,7 @@
 """The forecasting bench methods compare at equal compute for any number of steps."""
 import pytest
 
-from dit_accel.accel.caching.gates import ScheduleWindow, planned_computes
+from dit_accel.accel.caching.schedule import ScheduleWindow, planned_computes
 from dit_accel.bench.methods_forecast import cg_interval_for, cg_speedup, even_speedup, interval_for
 
 

@@ -36,7 +36,7 @@ from dit_accel.accel.adapters.registry import adapter_for
 from dit_accel.accel.caching.block_cache import BlockCacheConfig, BlockCachePatch
 from dit_accel.accel.forecasting.confidence_gate import ConfidenceGatedForecastPatch
 from dit_accel.accel.forecasting.output_forecast import OutputForecastConfig, OutputForecastPatch
-from dit_accel.accel.forecasting.predictors import ForecastConfig
+from dit_accel.accel.caching.predictors import ForecastConfig
 from dit_accel.accel.guidance.reference_objective import softpag_post_cfg
 from dit_accel.accel.guidance.softpag import SoftPAGConfig, SoftPAGPatch
 from dit_accel.accel.host import AccelHost

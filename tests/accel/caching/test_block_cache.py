@@ -4,7 +4,8 @@ import torch
 
 from dit_accel.accel.adapters.registry import adapter_for
 from dit_accel.accel.caching import BlockCacheConfig, BlockCachePatch
-from dit_accel.accel.caching.gates import ScheduleWindow, accumulated_change_gate, relative_change
+from dit_accel.accel.caching.gates import GATES, accumulated_change_gate, relative_change
+from dit_accel.accel.caching.schedule import ScheduleWindow
 from dit_accel.accel.context import StepContext
 from dit_accel.accel.host import AccelHost
 from dit_accel.accel.standalone import accelerated
@@ -28,8 +29,15 @@ def _sample(model, patch=None, labels=(1, 2, 3), steps=8, cfg=4.0, noise=None):
     return out, summary
 
 
-@pytest.mark.parametrize("config", [BlockCacheConfig(threshold=0), BlockCacheConfig(gate="block", threshold=0),
-                                    BlockCacheConfig(gate="static", interval=1)])
+OFF_SETTINGS = [BlockCacheConfig(threshold=0), BlockCacheConfig(gate="cg", threshold=0),
+                BlockCacheConfig(gate="block", threshold=0), BlockCacheConfig(gate="static", interval=1)]
+
+
+def test_every_registered_gate_has_an_off_setting_under_test():
+    assert sorted(c.gate for c in OFF_SETTINGS) == sorted(GATES) and all(c.off for c in OFF_SETTINGS)
+
+
+@pytest.mark.parametrize("config", OFF_SETTINGS, ids=lambda c: c.gate)
 def test_off_settings_are_bit_identical(tiny_wan, config):
     expected, _ = _sample(tiny_wan)
     out, summary = _sample(tiny_wan, BlockCachePatch(config))

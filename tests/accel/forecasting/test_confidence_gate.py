@@ -5,7 +5,7 @@ import torch
 from dit_accel.accel.forecasting.confidence_gate import ConfidenceGatedForecastPatch
 from dit_accel.accel.forecasting.methods import ForecastSettings
 from dit_accel.accel.forecasting.output_forecast import OutputForecastConfig, OutputForecastPatch
-from dit_accel.accel.forecasting.predictors import ForecastConfig
+from dit_accel.accel.caching.predictors import ForecastConfig
 
 TAYLOR = ForecastConfig("taylor", order=1)
 STEPS = 20

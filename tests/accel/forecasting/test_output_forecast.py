@@ -9,7 +9,7 @@ from dit_accel.accel.caching.predictors import TaylorResidual
 from dit_accel.accel.context import locate_step
 from dit_accel.accel.forecasting.methods import METHODS, ForecastSettings
 from dit_accel.accel.forecasting.output_forecast import OutputForecastConfig, OutputForecastPatch
-from dit_accel.accel.forecasting.predictors import ForecastConfig
+from dit_accel.accel.caching.predictors import ForecastConfig
 from dit_accel.accel.host import AccelHost
 from dit_accel.accel.standalone import accelerated
 from dit_accel.reference.conditioning import UNCONDITIONAL, label_context
@@ -98,7 +98,7 @@ def test_a_list_output_is_forecast_part_by_part():
     """LTX-2 returns [video, audio]: forecasts come back as such a list, each part exactly what forecasting that
     part alone gives."""
     from dit_accel.accel.context import StepContext
-    from dit_accel.accel.forecasting.output_forecast import schedule_time
+    from dit_accel.accel.caching.schedule import schedule_time
     from dit_accel.accel.patch import ModelCall
     from dit_accel.accel.state import RunState
     video, audio = torch.randn(2, 4, 1, 3, 3), torch.randn(2, 6, 5)
@@ -149,8 +149,8 @@ def test_cg_taylor_skips_something_at_a_loose_threshold(tiny_wan, sample):
 
 @pytest.mark.parametrize("steps, interval", [(20, 5), (30, 5)])
 def test_planned_gate_runs_the_plan_at_the_even_schedules_budget(tiny_wan, steps, interval, sample):
-    from dit_accel.accel.caching.gates import ScheduleWindow, planned_computes
-    from dit_accel.accel.forecasting.plan import error_weighted_plan
+    from dit_accel.accel.caching.schedule import ScheduleWindow, planned_computes
+    from dit_accel.accel.caching.schedule import error_weighted_plan
     even = planned_computes(steps, interval, ScheduleWindow())
     patch, computed = ForecastSettings("spectrum-plan", interval=interval).patch(), []
     around = patch.around_model

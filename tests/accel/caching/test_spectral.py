@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from dit_accel.accel.caching.predictors import TaylorResidual
-from dit_accel.accel.forecasting.predictors import BlendedResidual, ForecastConfig, predictor_nbytes
-from dit_accel.accel.forecasting.spectral import SpectralResidual, chebyshev_basis
+from dit_accel.accel.caching.predictors import BlendedResidual, ForecastConfig, TaylorResidual, predictor_nbytes
+from dit_accel.accel.caching.spectral import SpectralResidual, chebyshev_basis
 
 
 def test_chebyshev_basis_matches_the_closed_form():
