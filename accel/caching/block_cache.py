@@ -139,6 +139,8 @@ class BlockCacheRun:
     config: BlockCacheConfig | None = None      # this run's setting: the configured one, or cheaper to fit memory
     budget_note: str = ""                       # what the memory budget did, for the log line
     leader: dict = field(default_factory=dict)  # (step, decision point, branch) -> the decision its first call made
+    call_streams: list | None = None            # this model call's (stream, state) pairs, looked up once per call
+    block_inputs: dict | None = None            # this block call's input copies (`stable_input`)
 
 
 class BlockCachePatch(DiTPatch):
@@ -159,8 +161,12 @@ class BlockCachePatch(DiTPatch):
         """Each stream of the call with its state (created on first use: the gate's own state with it)."""
         # State is keyed on the first block's input, whatever block asks: a Flux single block's joint sequence
         # has another shape than a double block's image stream, and must not look like a new resolution.
-        like = self.run_data(run).stack_input
+        stats = self.run_data(run)
+        if stats.call_streams is not None:  # asked at every block: looked up once per model call
+            return stats.call_streams
+        like = stats.stack_input
         like = hidden if like is None else like
+        found = []
         for s in ctx.streams:
             state = run.stream_state(self.name, s.key, like[s.rows], BlockCacheStream)
             rows = s.rows.stop - s.rows.start
@@ -168,7 +174,18 @@ class BlockCachePatch(DiTPatch):
                 state.gate = self._config(run).gate_type.new_state(rows, hidden.device)
                 state.consecutive = torch.zeros(rows, dtype=torch.int32, device=hidden.device)
                 state.have_cache = torch.zeros(rows, dtype=torch.bool, device=hidden.device)
-            yield s, state
+            found.append((s, state))
+        if stats.stack_input is not None:
+            stats.call_streams = found
+        return found
+
+    def stable_input(self, run: RunState, call: BlockCall) -> torch.Tensor:
+        """A copy of the block's input that stays as it is while the block runs (blocks may update their input in
+        place): made once per block call, shared by the gate and the residual."""
+        stats = self.run_data(run)
+        if stats.block_inputs is None:
+            stats.block_inputs = {k: call.args[k].clone() for k in call.stream_keys if call.args.get(k) is not None}
+        return stats.block_inputs[call.stream_keys[0]]
 
     def _config(self, run: RunState) -> BlockCacheConfig:
         """This run's setting (planned against the memory budget at its first call)."""
@@ -200,6 +217,7 @@ class BlockCachePatch(DiTPatch):
         # a zero-stride stand-in of that shape keeps no activation alive between calls.
         stats.stack_input = call.hidden.clone() if cfg.probes_first_blocks else \
             call.hidden.new_zeros(()).expand(call.hidden.shape)
+        stats.call_streams = None  # this call's streams are looked up anew, against its own stack input
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         stats.several_kinds = len(call.layout_kinds) > 1
         cfg.gate_type.at_call_start(self, run, ctx, call, cfg)
@@ -218,8 +236,9 @@ class BlockCachePatch(DiTPatch):
             if call.position == cfg.span_start - 1:
                 cfg.gate_type.after_gate_blocks(self, run, ctx, call, out, cfg)
             return out
-        cfg.gate_type.at_block(self, run, ctx, call, cfg)
         per_block = self._per_block(run, call)
+        stats.block_inputs = None
+        cfg.gate_type.at_block(self, run, ctx, call, cfg)
         if call.position == cfg.span_start and not per_block:
             for s, state in self.streams(run, ctx, call.hidden):
                 state.span_input = {k: call.args[k][s.rows].clone() for k in call.stream_keys}
@@ -229,8 +248,9 @@ class BlockCachePatch(DiTPatch):
             stats.span_compute_rows = [i for i, r in enumerate(to_host(reuse)) if not r]
         compute_rows = stats.span_compute_rows
         stats.row_blocks_run += len(compute_rows)
-        inputs = {k: call.args[k].clone() for k in call.stream_keys if call.args.get(k) is not None} \
-            if per_block else None
+        if per_block:
+            self.stable_input(run, call)
+        inputs, stats.block_inputs = stats.block_inputs, None
         out = run_rows(run_block, call, compute_rows)
         if per_block:
             self._apply_block_residuals(run, ctx, call, inputs, out, reuse, compute_rows)
@@ -242,17 +262,22 @@ class BlockCachePatch(DiTPatch):
             return out
         out = dict(out)
         compute_rows = self.run_data(run).span_compute_rows
-        for s, state in self.streams(run, ctx, call.hidden):
-            reuse = state.reuse
-            ran = _rows_ran(compute_rows, s.rows)
-            for key in call.stream_keys:
-                if out.get(key) is None or key not in state.span_input:
-                    continue
-                predictor = state.stack_residual.setdefault(key, self._config(run).predictor.build())
-                final = _emit_residual(predictor, reuse, state.span_input[key], out[key][s.rows], self.time(ctx),
-                                       ran)
-                if final is not None:
-                    out[key] = _replace_rows(out[key], s.rows, final)
+        streams = list(self.streams(run, ctx, call.hidden))
+        for key in call.stream_keys:
+            if out.get(key) is None:
+                continue
+            parts = []
+            for s, state in streams:
+                final = None
+                if key in state.span_input:
+                    predictor = state.stack_residual.get(key)
+                    if predictor is None:
+                        predictor = state.stack_residual[key] = self._config(run).predictor.build()
+                    final = _emit_residual(predictor, state.reuse, state.span_input[key], out[key][s.rows],
+                                           self.time(ctx), _rows_ran(compute_rows, s.rows))
+                parts.append((s.rows, final))
+            out[key] = _assemble(out[key], parts)
+        for _, state in streams:
             state.span_input = {}
         self._finish_rows(run, ctx, call.hidden)
         return out
@@ -312,17 +337,18 @@ class BlockCachePatch(DiTPatch):
     def _apply_block_residuals(self, run, ctx, call: BlockCall, inputs: dict, out: dict,
                                reuse: torch.Tensor, compute_rows: list[int]) -> None:
         p = call.position
-        for s, state in self.streams(run, ctx, call.hidden):
-            mask_rows = reuse[s.rows]
-            ran = _rows_ran(compute_rows, s.rows)
-            for key in call.stream_keys:
-                if out.get(key) is None or key not in inputs:
-                    continue
-                predictor = state.block_residual.setdefault((p, key), self._config(run).predictor.build())
-                final = _emit_residual(predictor, mask_rows, inputs[key][s.rows], out[key][s.rows], self.time(ctx),
-                                       ran)
-                if final is not None:
-                    out[key] = _replace_rows(out[key], s.rows, final)
+        streams = list(self.streams(run, ctx, call.hidden))
+        for key in call.stream_keys:
+            if out.get(key) is None or key not in inputs:
+                continue
+            parts = []
+            for s, state in streams:
+                predictor = state.block_residual.get((p, key))
+                if predictor is None:
+                    predictor = state.block_residual[(p, key)] = self._config(run).predictor.build()
+                parts.append((s.rows, _emit_residual(predictor, reuse[s.rows], inputs[key][s.rows], out[key][s.rows],
+                                                     self.time(ctx), _rows_ran(compute_rows, s.rows))))
+            out[key] = _assemble(out[key], parts)
 
     def _finish_rows(self, run, ctx, hidden: torch.Tensor) -> None:
         """End of a model call: rows that reused count a consecutive skip; rows that computed have a cache now."""
@@ -333,6 +359,7 @@ class BlockCachePatch(DiTPatch):
             state.have_cache = torch.ones_like(state.have_cache)
             state.reuse = None
             self._config(run).gate_type.end_call(state.gate)
+        self.run_data(run).call_streams = None
 
 
 def run_rows(run_block: RunBlock, call: BlockCall, compute_rows: list[int]) -> dict:
@@ -373,25 +400,35 @@ def _emit_residual(predictor, reuse: torch.Tensor, start: torch.Tensor, computed
     instead of what was `computed` (their pass-through); the other rows' residual feeds the predictor (every row's,
     while it has nothing yet). Returns the rows' output, or None where nothing is emitted.
 
-    `ran` is what the host already knows of the stream's rows (`_rows_ran`): when all ran nothing is forecast, and
-    when none ran a predictor whose update touches only the computed rows (`masked_update`: Taylor; a spectral fit
-    keeps its own time history) is not updated. The same values as the masked path, bit for bit, with far fewer
-    whole-activation passes (on the reference model at batch 1, block cache wall 1.65x -> 2.56x at 3.27x compute)."""
+    `ran` is what the host already knows of the stream's rows (`_rows_ran`): when all ran nothing is forecast and the
+    predictor may take its all-rows update; when none ran the emitted rows need no mask, and a predictor whose update
+    touches only the computed rows (`masked_update`: Taylor; a spectral fit keeps its own time history) is not
+    updated. The same values as the masked path, bit for bit, with far fewer whole-activation passes."""
     if predictor.empty:
-        predictor.update(torch.ones_like(reuse), computed - start, time)
+        predictor.update(torch.ones_like(reuse), computed - start, time, all_rows=True)
         return None
     emitted = None
-    if ran != "all":
+    if ran == "none":
+        emitted = start + predictor.predict(time)
+    elif ran == "some":
         mask = reuse.view(-1, *[1] * (computed.dim() - 1))
         emitted = torch.where(mask, start + predictor.predict(time), computed)
     if ran != "none" or not getattr(predictor, "masked_update", False):
-        predictor.update(~reuse, computed - start, time)
+        predictor.update(~reuse, computed - start, time, all_rows=ran == "all")
     return emitted
 
 
-def _replace_rows(t: torch.Tensor, rows: slice, values: torch.Tensor) -> torch.Tensor:
-    if rows.start == 0 and rows.stop == t.shape[0]:
-        return values
-    t = t.clone()
-    t[rows] = values
-    return t
+def _assemble(whole: torch.Tensor, parts: list[tuple[slice, torch.Tensor | None]]) -> torch.Tensor:
+    """`whole` with each stream's rows replaced by its emitted values (None: keep the computed rows): one
+    concatenation when every stream emitted, else one copy written stream by stream."""
+    emitted = [(rows, values) for rows, values in parts if values is not None]
+    if not emitted:
+        return whole
+    tiled = parts[0][0].start == 0 and all(a.stop == b.start for (a, _), (b, _) in zip(parts, parts[1:])) \
+        and parts[-1][0].stop == whole.shape[0]
+    if len(emitted) == len(parts) and tiled:
+        return emitted[0][1] if len(emitted) == 1 else torch.cat([values for _, values in emitted])
+    whole = whole.clone()
+    for rows, values in emitted:
+        whole[rows] = values
+    return whole

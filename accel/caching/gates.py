@@ -17,11 +17,16 @@ from .schedule import ScheduleWindow, planned_computes
 
 
 def relative_change(current: torch.Tensor, previous: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-row mean |current - previous| / mean |previous|: (B, ...) -> (B,) in float32."""
-    diff = (current.float() - previous.float()).abs().flatten(1).mean(1)
-    ref = previous.float().abs().flatten(1).mean(1)
+    """Per-row mean |current - previous| / mean |previous|: (B, ...) -> (B,) in float32.
+
+    Summed over the trailing dims as the tensors lie (a model's token stream is often a transposed view, which
+    `flatten` would copy whole), with the difference made absolute in place: the value only feeds a threshold."""
+    dims = tuple(range(1, current.dim()))
+    count = current[0].numel()
+    diff = (current.float() - previous.float()).abs_().sum(dims) / count
+    ref = previous.float().abs().sum(dims) / count
     # Under sequence parallelism each rank holds a shard of the tokens: every rank decides from the whole image.
-    diff, ref = agree_row_means(diff, ref, count=current.flatten(1).shape[1])
+    diff, ref = agree_row_means(diff, ref, count=count)
     return diff / ref.clamp_min(eps)
 
 
@@ -40,7 +45,7 @@ def to_host(mask: torch.Tensor) -> list[bool]:
 
 def accumulated_change_gate(accumulated: torch.Tensor, change: torch.Tensor, threshold: float,
                             consecutive: torch.Tensor, max_consecutive: int,
-                            have_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                            have_cache: torch.Tensor | bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The residual-change gate (first-block gate and E-DiT-style block gate share it).
 
     Adds `change` to each row's running total; a row may reuse while that total stays under `threshold`, it has a
@@ -48,8 +53,12 @@ def accumulated_change_gate(accumulated: torch.Tensor, change: torch.Tensor, thr
     compute start accumulating afresh.
     """
     total = accumulated + change
-    reuse = (total < threshold) & have_cache & (consecutive < max_consecutive)
-    return reuse, torch.where(reuse, total, torch.zeros_like(total))
+    reuse = (total < threshold) & (consecutive < max_consecutive)
+    if isinstance(have_cache, bool):
+        reuse = reuse if have_cache else torch.zeros_like(reuse)
+    else:
+        reuse = reuse & have_cache
+    return reuse, torch.where(reuse, total, 0.0)
 
 
 def static_gate(ctx: StepContext, interval: int, window: ScheduleWindow, rows: int, device) -> torch.Tensor:
@@ -182,7 +191,8 @@ class ConfidenceGate(_FirstBlocksGate):
 
 @dataclass
 class BlockInputState:
-    inputs: dict[int, torch.Tensor] = field(default_factory=dict)       # block -> its input at the last compute
+    # block -> (its batched input at the last call, this stream's rows in it)
+    inputs: dict[int, tuple[torch.Tensor, slice]] = field(default_factory=dict)
     accumulated: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> (rows,) change since then
     consecutive: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> (rows,) reuses in a row
     reuse: torch.Tensor | None = None                                   # the current block's decision
@@ -200,28 +210,49 @@ class BlockInputGate(Gate):
 
     def at_block(self, cache, run, ctx, call, cfg) -> None:
         p = call.position
+        streams = cache.streams(run, ctx, call.hidden)
+        stable = cache.stable_input(run, call)  # the block's input, kept unchanged for the next call's comparison
+        changes = self._changes(streams, p, call.hidden)
         proposals = []
-        for s, state in cache.streams(run, ctx, call.hidden):
+        for (s, state), change in zip(streams, changes):
             own = state.gate
-            current = call.hidden[s.rows]
-            ref = own.inputs.get(p)
-            zeros = torch.zeros(current.shape[0], device=current.device)
             cached = state.block_residual.get((p, call.stream_keys[0]))
-            have = torch.full_like(state.have_cache, cached is not None and not cached.empty)
-            change = relative_change(current, ref) * ctx.step_weight \
-                if ref is not None and ref.shape == current.shape else torch.full_like(zeros, float("inf"))
-            consecutive = own.consecutive.get(p, torch.zeros_like(state.consecutive))
-            reuse, total = accumulated_change_gate(own.accumulated.get(p, zeros), change, cfg.threshold,
-                                                   consecutive, cfg.max_consecutive, have)
-            proposals.append((state, reuse, total))
-            own.inputs[p] = current.clone()
-        joint = cache.decide_jointly(run, ctx, p, proposals)
-        for state, _, total in proposals:
+            consecutive = own.consecutive.get(p)
+            if consecutive is None:
+                consecutive = torch.zeros_like(state.consecutive)
+            accumulated = own.accumulated.get(p)
+            if accumulated is None:
+                accumulated = torch.zeros(s.rows.stop - s.rows.start, device=call.hidden.device)
+            if ctx.step_weight != 1 and isinstance(change, torch.Tensor):
+                change = change * ctx.step_weight
+            reuse, total = accumulated_change_gate(accumulated, change, cfg.threshold, consecutive,
+                                                   cfg.max_consecutive, cached is not None and not cached.empty)
+            proposals.append((state, reuse, total, consecutive))
+            own.inputs[p] = (stable, s.rows)
+        joint = cache.decide_jointly(run, ctx, p, [proposal[:3] for proposal in proposals])
+        for state, _, total, consecutive in proposals:
             own = state.gate
-            consecutive = own.consecutive.get(p, torch.zeros_like(state.consecutive))
-            own.accumulated[p] = torch.where(joint, total, torch.zeros_like(total))
-            own.consecutive[p] = torch.where(joint, consecutive + 1, torch.zeros_like(consecutive))
+            own.accumulated[p] = torch.where(joint, total, 0.0)
+            own.consecutive[p] = torch.where(joint, consecutive + 1, 0)
             own.reuse = joint
+
+    @staticmethod
+    def _changes(streams, p: int, hidden: torch.Tensor) -> list:
+        """Each stream's relative input change at block `p` since its last call (inf where nothing to compare).
+        Streams stored from one batched call are compared in one batched pass, the rest one by one."""
+        stored = [state.gate.inputs.get(p) for _, state in streams]
+        if all(entry is not None for entry in stored) and all(entry[0] is stored[0][0] for entry in stored) \
+                and [entry[1] for entry in stored] == [s.rows for s, _ in streams] \
+                and stored[0][0].shape == hidden.shape:
+            batched = relative_change(hidden, stored[0][0])
+            return [batched[s.rows] for s, _ in streams]
+        changes = []
+        for (s, _), entry in zip(streams, stored):
+            ref = entry[0][entry[1]] if entry is not None else None
+            current = hidden[s.rows]
+            changes.append(relative_change(current, ref) if ref is not None and ref.shape == current.shape
+                           else float("inf"))
+        return changes
 
     def decision(self, stream) -> torch.Tensor | None:
         return stream.gate.reuse

@@ -33,7 +33,7 @@ class Predictor(Protocol):
     @property
     def nbytes(self) -> int: ...
 
-    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None: ...
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float, all_rows: bool = False) -> None: ...
 
     def predict(self, time: float) -> torch.Tensor: ...
 
@@ -58,6 +58,8 @@ class TaylorResidual:
     terms: list[torch.Tensor] = field(default_factory=list)  # [value, 1st difference, ...] at the last compute
     last_time: torch.Tensor | None = None                    # (rows,) sigma of the last compute
     count: torch.Tensor | None = None                        # (rows,) computes seen, caps the usable order
+    # (last time, computes) while every row has the same ones, known on the host; None once rows differ
+    _shared: tuple[float, int] | None = field(default=None, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -67,13 +69,19 @@ class TaylorResidual:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.terms)
 
-    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None:
-        """Record `value` at `time` for the rows in `computed` (a (rows,) bool mask); other rows keep their history."""
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float, all_rows: bool = False) -> None:
+        """Record `value` at `time` for the rows in `computed` (a (rows,) bool mask); other rows keep their history.
+        `all_rows`: the caller knows on the host that every row is in `computed` (then, while every row has the
+        same history, the update takes the few whole-tensor ops of `_update_all_rows`, with the same values)."""
         t = torch.full((value.shape[0],), float(time), device=value.device, dtype=torch.float32)
         if self.empty:
             self.terms = [value] + [torch.zeros_like(value) for _ in range(self.order)]
             self.last_time, self.count = t, computed.to(torch.int32)
+            self._shared = (float(time), 1) if all_rows else None
             return
+        if all_rows and self._shared is not None and self._update_all_rows(value, time):
+            return
+        self._shared = None  # rows may now differ: the masked path below from here on
         dt = t - self.last_time          # negative: sigma falls as sampling proceeds
         moved = dt.abs() > 1e-6          # a second call at the same sigma carries no slope information
         safe_dt = _rows_mask(torch.where(moved, dt, torch.ones_like(dt)), value).to(value.dtype)
@@ -88,6 +96,27 @@ class TaylorResidual:
         self.last_time = torch.where(computed, t, self.last_time)
         self.count = torch.where(computed & moved, self.count + 1, self.count)
 
+    def _update_all_rows(self, value: torch.Tensor, time: float) -> bool:
+        """The masked update when every row computes and every row has the same (host-known) last time and count:
+        the masks are all true or all false, so each `torch.where` picks one side whole. Bit for bit the masked
+        path (the time difference is the same float32 subtraction); False where it does not apply: when the host
+        cannot tell for sure that the time moved (the masked path keeps the slope then)."""
+        last, count = self._shared
+        if not abs(time - last) > 1e-6 + 1e-6 * max(1.0, abs(time), abs(last)):  # margin over float32 rounding
+            return False
+        rows = value.shape[0]
+        t = torch.full((rows,), float(time), device=value.device, dtype=torch.float32)
+        safe_dt = _rows_mask(t - self.last_time, value).to(value.dtype)
+        new_terms = [value]
+        for k in range(1, self.order + 1):
+            new_terms.append((new_terms[k - 1] - self.terms[k - 1]) / safe_dt if count >= k
+                             else torch.zeros_like(value))
+        self.terms = new_terms
+        self.last_time = t
+        self.count = self.count + 1
+        self._shared = (float(time), count + 1)
+        return True
+
     def predict(self, time: float) -> torch.Tensor:
         """The residual expected at `time`: value + Σ_k term_k · Δt^k / k!  (Δt is negative: sigma decreases)."""
         out = self.terms[0]
@@ -95,7 +124,14 @@ class TaylorResidual:
             return out
         dt = _rows_mask(float(time) - self.last_time, out).to(out.dtype)
         for k in range(1, self.order + 1):
-            out = out + self.terms[k] * dt ** k / math.factorial(k)
+            # Δt^k / k! on the (rows,) factor where that rounds the same as dividing the product: k! = 1 or 2 is a
+            # power of two, so the whole-tensor division is saved bit-exactly; 6 is not.
+            if k == 1:
+                out = out + self.terms[1] * dt
+            elif k == 2:
+                out = out + self.terms[2] * (dt ** 2 / 2)
+            else:
+                out = out + self.terms[k] * dt ** k / math.factorial(k)
         return out
 
 @dataclass
@@ -114,9 +150,9 @@ class BlendedResidual:
     def nbytes(self) -> int:
         return self.spectral.nbytes + self.taylor.nbytes
 
-    def update(self, computed, value, time) -> None:
-        self.spectral.update(computed, value, time)
-        self.taylor.update(computed, value, time)
+    def update(self, computed, value, time, all_rows: bool = False) -> None:
+        self.spectral.update(computed, value, time, all_rows)
+        self.taylor.update(computed, value, time, all_rows)
 
     def predict(self, time: float) -> torch.Tensor:
         return torch.lerp(self.spectral.predict(time), self.taylor.predict(time), self.blend)
@@ -149,10 +185,10 @@ class StoredHistory:
     def _storage(self, device: torch.device) -> torch.device:
         return torch.device("cpu") if self.offload else device
 
-    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None:
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float, all_rows: bool = False) -> None:
         self.like = (value.dtype, value.device)
         where = self._storage(value.device)
-        self.inner.update(computed.to(where), value.to(device=where, dtype=self.dtype or value.dtype), time)
+        self.inner.update(computed.to(where), value.to(device=where, dtype=self.dtype or value.dtype), time, all_rows)
 
     def predict(self, time: float) -> torch.Tensor:
         dtype, device = self.like

@@ -56,7 +56,7 @@ class SpectralResidual:
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self.values)
 
-    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float) -> None:
+    def update(self, computed: torch.Tensor, value: torch.Tensor, time: float, all_rows: bool = False) -> None:
         self.time_scale = max(self.time_scale, abs(float(time)))
         self.values.append(value)
         self.times.append(torch.full((value.shape[0],), float(time), device=value.device, dtype=torch.float32))
