@@ -2,6 +2,7 @@
 reference model)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from comfy_api.latest import io
@@ -10,8 +11,10 @@ from ..accel.guidance.headhunter import HuntConfig, found_heads, hunt_reference,
 from ..accel.guidance.heads import format_heads
 from ..accel.guidance.presets import AUTO, guidance_for_model, preset_names, save_preset
 from ..accel.guidance.softpag import SoftPAGConfig
+from ..accel.memory import AUTO as AUTO_MEMORY
 from .comfy.sampler import attach_head_guidance
 from .compat import ADVANCED
+from .memory_input import memory_budget_input
 
 log = logging.getLogger("dit_accel")
 
@@ -53,16 +56,19 @@ class DiTHeadGuidance(io.ComfyNode):
                 io.Boolean.Input("use_preset_settings", default=False, **ADVANCED,
                                  tooltip="With a preset, take scale, alpha and start/end percent from the preset "
                                          "(the settings it was found with) instead of the inputs above."),
+                memory_budget_input("the extra pass recomputes the blocks before the first perturbed layer "
+                                    "instead of keeping the cond pass's input to it (one hidden state)"),
             ],
             outputs=[io.Model.Output(tooltip="The model with head-level perturbation guidance attached.")],
         )
 
     @classmethod
     def execute(cls, model, scale: float, alpha: float, heads: str, start_percent: float, end_percent: float,
-                use_preset_settings: bool = False) -> io.NodeOutput:
+                use_preset_settings: bool = False, memory: float = AUTO_MEMORY) -> io.NodeOutput:
         settings = dict(scale=scale, alpha=alpha, start_percent=start_percent, end_percent=end_percent)
         config, source = guidance_for_model(heads, model.get_model_object("diffusion_model"), settings,
                                             use_preset_settings)
+        config = dataclasses.replace(config, memory_gib=memory)
         return io.NodeOutput(attach_head_guidance(model, config, source))
 
 

@@ -165,7 +165,7 @@ def reference_with_and_without_acceleration() -> dict:
 def reference_with_head_guidance() -> dict:
     """CFG alone beside CFG + DiT Head Guidance on the shipped HeadHunter preset (with its own settings)."""
     return _plain_and_accelerated(
-        "DiTAccelHeadGuidance", [2.0, 1.0, "reference-digits", 0.0, 0.6, True],
+        "DiTAccelHeadGuidance", [2.0, 1.0, "reference-digits", 0.0, 0.6, True, -1.0],
         "DiT Head Guidance (reference-digits preset)", "guided: CFG + DiT Head Guidance",
         (r"dit-accel softpag \(heads .*\): perturbed branch on \d+/\d+ steps",))
 

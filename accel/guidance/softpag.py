@@ -15,6 +15,7 @@ state (the block cache's residuals) keeps the branch apart from the cond stream 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ import torch
 
 from ...kernels.logs import warn_once
 from ..context import BRANCH_KEY, StepContext, locate_step
+from ..memory import AUTO, UNLIMITED, Fit, MemoryBudget, StateShape, fit, planned_state, validate_memory_gib
 from ..patch import AttentionCall, BlockCall, DiTPatch, RunAttention, RunBlock
 from ..state import RunState
 from .heads import ALL_HEADS, HeadPair, by_layer, format_heads, normalise
@@ -39,7 +41,10 @@ class SoftPAGConfig:
     scale: guidance strength s in `cfg_out + s * (cond - perturbed)`; 0 turns guidance off (exact output).
     alpha: softness, the weight of the identity map; 0 leaves attention as it is (exact output), 1 is PAG.
     start_percent / end_percent: guidance runs on steps whose schedule percent lies in [start, end).
-    reuse_prefix: skip the blocks before the first perturbed layer in the branch (equal to the cond pass's).
+    reuse_prefix: skip the blocks before the first perturbed layer in the branch (equal to the cond pass's); the
+        cond pass's input to that layer is kept until the branch (the method's one state: rows x tokens x width).
+    memory_gib: budget for that state, in GiB (-1 auto, 0 no limit; `accel/memory.py`); over it the branch
+        recomputes the prefix instead (`BUDGET_LADDER`).
     """
 
     heads: tuple[HeadPair, ...] = ()
@@ -48,9 +53,11 @@ class SoftPAGConfig:
     start_percent: float = 0.0
     end_percent: float = 1.0
     reuse_prefix: bool = True
+    memory_gib: float = AUTO
 
     def __post_init__(self):
         object.__setattr__(self, "heads", normalise(self.heads))
+        validate_memory_gib(self.memory_gib)
         if self.scale < 0:
             raise ValueError(f"scale must be >= 0 (0 turns guidance off), got {self.scale}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -71,6 +78,17 @@ class SoftPAGConfig:
     def guides(self, percent: float) -> bool:
         """Whether a step at this schedule percent gets the perturbed branch."""
         return not self.off and self.start_percent <= percent < self.end_percent
+
+    @property
+    def keeps_prefix_input(self) -> bool:
+        return self.reuse_prefix and self.first_layer > 0
+
+
+# What the memory budget gives up, in order, when the kept cond-pass input would exceed it: the branch then computes
+# its first blocks itself (exact, a few blocks more per guided step) and nothing is kept between passes.
+BUDGET_LADDER = (("the branch recomputes the blocks before the first perturbed layer instead of keeping the cond "
+                  "pass's input there", lambda c: dataclasses.replace(c, reuse_prefix=False) if c.reuse_prefix
+                  else None),)
 
 
 def guide(cfg_out: torch.Tensor, cond_out: torch.Tensor, perturbed_out: torch.Tensor, scale: float) -> torch.Tensor:
@@ -115,6 +133,8 @@ class SoftPAGRun:
     perturbed_calls: int = 0           # attention calls perturbed
     total_steps: int = 0
     warned: set = field(default_factory=set)   # warn-once keys of this run (kernels/logs.warn_once)
+    config: SoftPAGConfig | None = None        # this run's setting: the configured one, or cheaper to fit memory
+    budget_note: str = ""                      # what the memory budget did, for the log line
 
 
 class SoftPAGPatch(DiTPatch):
@@ -132,13 +152,25 @@ class SoftPAGPatch(DiTPatch):
     def _is_branch(self, ctx: StepContext) -> bool:
         return ctx.branch == BRANCH
 
+    def _config(self, run: RunState) -> SoftPAGConfig:
+        return self.run_data(run).config or self.config
+
+    def memory_fit(self, shape: StateShape, free_memory: int | None, total_steps: int, device: torch.device) -> Fit:
+        """The setting a run at `shape` would use within the memory budget, and its planned bytes (`memory.Fit`):
+        the kept input measured from this patch's own hooks (`memory.planned_state`)."""
+        return _plan(self, shape, free_memory, total_steps)
+
     # ---- block hooks -------------------------------------------------------------------------------------
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
         data: SoftPAGRun = self.run_data(run)
+        if data.config is None:  # the run's first call: fit the kept input to the budget before keeping any
+            result = self.memory_fit(StateShape.of(call, call.hidden, ctx), run.free_memory, ctx.total_steps,
+                                     call.hidden.device)
+            data.config, data.budget_note = result.config, result.describe()
         data.ledger_start = run.ledger.blocks_run
         data.total_steps = max(data.total_steps, ctx.total_steps)
         data.skip_prefix = False
-        if self._is_branch(ctx) and self.config.reuse_prefix and self.config.first_layer > 0:
+        if self._is_branch(ctx) and data.config.keeps_prefix_input:
             data.skip_prefix = all(self._saved_for(data, ctx, s) is not None for s in ctx.streams)
         elif not self._is_branch(ctx):
             data.saved = {k: v for k, v in data.saved.items() if v[0] == ctx.step}  # drop older steps' inputs
@@ -152,7 +184,8 @@ class SoftPAGPatch(DiTPatch):
                 return {k: args[k] for k in call.stream_keys}  # not computed: the first perturbed layer's input
             if data.skip_prefix and call.position == first:  # is the cond pass's, fed in here
                 args = self._restore(data, ctx, call) or args
-        elif call.position == first and self.config.guides(ctx.percent) and call.hidden.shape[0] == ctx.batch_size:
+        elif call.position == first and self._config(run).keeps_prefix_input and self.config.guides(ctx.percent) \
+                and call.hidden.shape[0] == ctx.batch_size:
             for s in ctx.streams:
                 if s.kind == "cond":
                     data.saved[s.key] = (ctx.step, {k: args[k][s.rows].clone() for k in call.stream_keys
@@ -236,6 +269,8 @@ class SoftPAGPatch(DiTPatch):
                 f"perturbed branch on {guided}/{data.total_steps or '?'} steps, {data.prefix_reused} of them starting "
                 f"at layer {cfg.first_layer} from the cond pass; extra transformer cost +{extra:.0%} of CFG alone over "
                 f"the run (+{per_step:.0%} on a guided step; a layer-level PAG pass costs +50% with CFG)")
+        if data.budget_note and self.config.keeps_prefix_input:
+            line += f"; kept cond-pass input: {data.budget_note}"
         if cfg.off:
             line += ". Guidance is off at this setting: outputs equal the unpatched model."
         elif guided and data.perturbed_calls == 0:
@@ -246,3 +281,14 @@ class SoftPAGPatch(DiTPatch):
 def branch_options(transformer_options: dict) -> dict:
     """A copy of a call's transformer_options that marks the call as this patch's perturbed branch."""
     return {**transformer_options, BRANCH_KEY: BRANCH}
+
+
+@torch.compiler.disable
+def _plan(patch: SoftPAGPatch, shape: StateShape, free_memory: int | None, total_steps: int) -> Fit:
+    config = patch.config
+    budget = MemoryBudget.resolve(config.memory_gib, free_memory)
+    steps = total_steps or 20
+
+    def planned(c) -> tuple[int, int]:
+        return planned_state(type(patch), dataclasses.replace(c, memory_gib=UNLIMITED), shape, steps, steps)
+    return fit(config, BUDGET_LADDER, planned, budget)

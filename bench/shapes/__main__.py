@@ -16,7 +16,7 @@ from pathlib import Path
 from ...accel.memory import GiB
 from ..report import emit_json
 from .measure import activation_peak, speed_report, state_report
-from .methods import METHODS
+from .methods import METHODS, timed_methods
 from .table import SHAPES, get_shape
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_gib(row['default_bytes']):>11s} {_gib(row['offloaded_bytes']):>7s}  "
                   f"{'; '.join(row['degraded']) or '-'}", file=sys.stderr)
         if args.speed:
-            for row in speed_report(shape, methods, args.depth, steps=args.steps, seeds=args.seeds):
+            for row in speed_report(shape, timed_methods(methods), args.depth, steps=args.steps, seeds=args.seeds):
                 results.append(row)
                 print(f"{name:26s} {row['method']:18s} compute {row['speedup_compute']:.2f}x wall "
                       f"{row['speedup_wall']:.2f}x ({row['wall_over_compute']:.2f} of compute), skipped step "

@@ -22,7 +22,7 @@ from ...accel.host import AccelHost
 from ...accel.standalone import accelerated
 from ...reference.sampling import sample_euler_cfg, simple_schedule
 from ...reference.wan_dit import WanConfig, WanDiT
-from .methods import METHODS, build
+from .methods import METHODS, build, timed_methods
 from .standin import Flux
 from .table import SHAPES, Shape
 
@@ -70,7 +70,7 @@ def run_shape(shape: Shape, methods: list[str], steps: int, smoke: bool, device:
             if method is None:
                 sample_euler_cfg(lambda x, t, c, o: model(x, t, c, o), noise, context, uncond, sigmas, cfg)
             else:
-                host = AccelHost(adapter_for(model), (build(method, shape.family),))
+                host = AccelHost(adapter_for(model), (build(method, shape),))
                 with accelerated(host, model) as (fn, run, summary):
                     if cuda:
                         run.free_memory = torch.cuda.mem_get_info()[0]  # what ComfyUI's boundary reads
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.smoke else "cuda"
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("the GPU check needs a CUDA device; --smoke runs it tiny on the CPU")
-    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    methods = timed_methods(list(METHODS) if args.methods == "all" else args.methods.split(","))
     steps = args.steps or (10 if args.smoke else 20)
     results = []
     for name in ("wan-1.3b-480p-33f", "flux-dev-1024"):

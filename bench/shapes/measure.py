@@ -37,7 +37,7 @@ SCHEDULE_STEPS = 50
 def state_report(shape: Shape, method: str, free_memory: int | None = CONSUMER_FREE,
                  total_steps: int = SCHEDULE_STEPS) -> dict:
     """The method at the node's defaults: bytes as configured and within the default budget on a GPU."""
-    patch = build(method, shape.family)
+    patch = build(method, shape)
     result = patch.memory_fit(shape.state_shape(), free_memory, total_steps, torch.device("cuda"))
     return {"shape": shape.name, "method": method, "configured_bytes": result.wanted_bytes,
             "default_bytes": result.device_bytes, "offloaded_bytes": result.host_bytes,
@@ -144,7 +144,7 @@ def speed_report(shape: Shape, methods: list[str], depth: int = 2, height: int =
                 if name == "full":
                     sample_euler_cfg(lambda x, t, c, o: model(x, t, c, o), noise, context, context * 0, sigmas, 4.0)
                 else:
-                    host = AccelHost(adapter, (build(name, shape.family),))
+                    host = AccelHost(adapter, (build(name, shape),))
                     with accelerated(host, model) as (model_fn, run, _):
                         timed = _timed(model_fn, run, calls[name])
                         sample_euler_cfg(timed, noise, context, context * 0, sigmas, 4.0)

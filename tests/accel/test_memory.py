@@ -74,7 +74,7 @@ def test_extrapolated_bytes_equal_a_run_at_the_full_token_count():
 @pytest.mark.parametrize("method", NODE_DEFAULTS)
 def test_node_defaults_fit_a_24_gb_card_holding_wan_14b(shape, method):
     """Within the default budget (at most 1 GiB) through the method's own accounting, and still on."""
-    patch = build(method, SHAPES[shape].family)
+    patch = build(method, SHAPES[shape])
     fit = patch.memory_fit(SHAPES[shape].state_shape(), CONSUMER_FREE, 50, torch.device("cuda"))
     assert fit.budget.limit <= GiB and fit.fits and fit.device_bytes <= fit.budget.limit
     assert not any(step.endswith(" off") for step in fit.steps)

@@ -197,3 +197,65 @@ def test_config_rejects_bad_settings():
         SoftPAGConfig(heads=((0, 0),), start_percent=0.8, end_percent=0.2)
     with pytest.raises(ValueError, match="scale"):
         SoftPAGConfig(heads=((0, 0),), scale=-1)
+
+
+# ---- memory budget: the kept cond-pass input -------------------------------------------------------------------
+
+class _Watch(SoftPAGPatch):
+    """SoftPAG that records, at each branch call, the bytes the cond pass kept for it."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.kept: list[int] = []
+
+    def before_blocks(self, run, ctx, call):
+        from dit_accel.accel.memory import state_nbytes
+        if ctx.branch == BRANCH:
+            self.kept.append(state_nbytes(self.run_data(run).saved))
+        super().before_blocks(run, ctx, call)
+
+
+def test_planned_state_equals_what_a_real_run_keeps_for_the_branch(tiny_wan):
+    from dit_accel.accel.memory import StateShape, state_nbytes
+    noise, cond, uncond = _inputs(5)
+    config = SoftPAGConfig(heads=((2, 1),), scale=1.5, memory_gib=0.0)
+    shapes, kept = [], []
+
+    class Watch(SoftPAGPatch):
+        def before_blocks(self, run, ctx, call):
+            if ctx.branch == BRANCH:  # what the cond pass left for this branch
+                kept.append(state_nbytes(self.run_data(run).saved))
+            elif not shapes:
+                shapes.append(StateShape.of(call, call.hidden, ctx))
+            super().before_blocks(run, ctx, call)
+    _patched(tiny_wan, [Watch(config)], noise, cond, uncond, softpag_post_cfg(config))
+    rows, tokens, width = shapes[0].streams[0][1]
+    assert kept and max(kept) == (rows // 2) * tokens * width * 4  # the cond rows' hidden state, fp32
+    budgeted = SoftPAGPatch(SoftPAGConfig(heads=((2, 1),), scale=1.5, memory_gib=1.0))
+    fit = budgeted.memory_fit(shapes[0], None, STEPS, torch.device("cpu"))
+    assert fit.device_bytes == max(kept) and not fit.steps and fit.fits
+
+
+def test_over_its_budget_the_branch_recomputes_the_prefix_and_keeps_nothing(tiny_wan):
+    noise, cond, uncond = _inputs(6)
+    tiny_budget = 1e-9  # GiB: less than any hidden state
+    config = SoftPAGConfig(heads=((2, 1),), scale=1.5, memory_gib=tiny_budget)
+    watch = _Watch(config)
+    out, run, summary = _patched(tiny_wan, [watch], noise, cond, uncond, softpag_post_cfg(config))
+    expected, run_full, _ = _softpag(tiny_wan, SoftPAGConfig(heads=((2, 1),), scale=1.5, reuse_prefix=False),
+                                     noise, cond, uncond)
+    assert torch.equal(out, expected)  # exactly the setting the budget fell back to
+    assert run.ledger.blocks_run == run_full.ledger.blocks_run == STEPS * 3 * 2
+    assert len(watch.kept) == STEPS and not any(watch.kept)
+    assert "recomputes the blocks before the first perturbed layer" in summary[0], summary[0]
+    assert "0 of them starting at layer 2" in summary[0]
+
+
+def test_default_budget_keeps_the_configured_setting_where_it_fits(tiny_wan):
+    noise, cond, uncond = _inputs(7)
+    config = SoftPAGConfig(heads=((2, 1),), scale=1.5)
+    out, run, summary = _softpag(tiny_wan, config, noise, cond, uncond)
+    unlimited, _, _ = _softpag(tiny_wan, SoftPAGConfig(heads=((2, 1),), scale=1.5, memory_gib=0.0),
+                               noise, cond, uncond)
+    assert torch.equal(out, unlimited)
+    assert f"{STEPS} of them starting at layer 2" in summary[0] and "within its memory budget" in summary[0]
