@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-flops", action="store_true",
+                   help="skip the untimed FLOP-counting pass (compute x reads '-'): for rows that cannot change the "
+                        "work, such as quantized weights")
     args = p.parse_args(argv)
     if args.list:
         for name, m in sorted(METHODS.items()):
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.method:
         p.error("--method is required (or --list)")
-    settings = BenchSettings(steps=args.steps, seeds=args.seeds, cfg=args.cfg, device=args.device)
+    settings = BenchSettings(steps=args.steps, seeds=args.seeds, cfg=args.cfg, device=args.device,
+                             count_flops=not args.no_flops)
     names = [m for m in args.method.split(",") if m]
     skipped = {}
     for name in names:

@@ -51,6 +51,7 @@ class BenchSettings:
     cfg: float = 4.0
     digits_per_seed: int = NUM_CLASSES
     device: str = "cpu"
+    count_flops: bool = True  # off for methods that cannot change the work (quantized weights): saves a pass each
 
     def __post_init__(self):
         if self.steps < 1 or self.seeds < 1 or self.digits_per_seed < 1:
@@ -152,7 +153,8 @@ def compare(methods: list[str], settings: BenchSettings, judge: Judge | None = N
     judge = judge or Judge(settings.device)
     records = {name: VariantRecord() for name in [FULL, *methods]}
     from tqdm.auto import tqdm
-    bar = tqdm(total=settings.seeds * len(records) + len(records), desc="sampling", disable=not progress,
+    flop_passes = len(records) if settings.count_flops else 0
+    bar = tqdm(total=settings.seeds * len(records) + flop_passes, desc="sampling", disable=not progress,
                unit="run")
     for seed in range(settings.seeds):
         noise = _noise(settings, seed)
@@ -160,10 +162,11 @@ def compare(methods: list[str], settings: BenchSettings, judge: Judge | None = N
             bar.set_postfix_str(f"seed {seed} {name}")
             _sample(judge, None if name == FULL else name, settings, noise, record)
             bar.update()
-    for name, record in records.items():  # the compute count: one untimed pass each on seed 0
-        bar.set_postfix_str(f"counting FLOPs {name}")
-        _sample(judge, None if name == FULL else name, settings, _noise(settings, 0), record, count_flops=True)
-        bar.update()
+    if settings.count_flops:
+        for name, record in records.items():  # the compute count: one untimed pass each on seed 0
+            bar.set_postfix_str(f"counting FLOPs {name}")
+            _sample(judge, None if name == FULL else name, settings, _noise(settings, 0), record, count_flops=True)
+            bar.update()
     bar.close()
     labels = _labels(settings).repeat(settings.seeds)
     full = records[FULL]

@@ -6,7 +6,7 @@ real one, because the Gram matrix (K x K fp32) and GPTQ's inverse factor scale w
 down to `--rows` (the row-proportional part, a few fp32 copies of the weight, is reported per 1024 rows). Random
 weights (std 0.02) and a Gram matrix of 256 random tokens: memory does not depend on the values.
 
-    python benchmarks/quant_memory.py [--rows 256] [--json out.json]
+    python benchmarks/quant_memory.py [--rows 256] [--schemes tlq-w4,...] [--min-width K] [--max-width K] [--json F]
 """
 from __future__ import annotations
 
@@ -49,9 +49,10 @@ def main() -> int:
     p.add_argument("--json")
     p.add_argument("--schemes", default=",".join(SCHEMES))
     p.add_argument("--min-width", type=int, default=0, help="only the shapes at least this wide")
+    p.add_argument("--max-width", type=int, default=1 << 30, help="only the shapes at most this wide")
     args = p.parse_args()
     results = []
-    for shape, k in ((s, k) for s, k in SHAPES.items() if k >= args.min_width):
+    for shape, k in ((s, k) for s, k in SHAPES.items() if args.min_width <= k <= args.max_width):
         for scheme in args.schemes.split(","):
             out = subprocess.run([sys.executable, "-c", CHILD, str(k), str(args.rows), scheme], check=True,
                                  capture_output=True, text=True)
