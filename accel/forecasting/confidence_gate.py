@@ -2,7 +2,8 @@
 
 "Forecasting When to Forecast" (CG-Taylor) runs the first block on every step and compares its output with the
 first block's own Taylor forecast: a small error means the trajectory is as smooth as the forecast assumes, so the
-forecast of the last block is trusted; a large one falls back to full computation.
+forecast of the last block is trusted; a large one falls back to full computation. The test itself is
+`caching.gates.ConfidenceProbe`, shared with the block cache's "cg" gate; this file runs it per model call.
 
 Here the forecast is of the model output (the last block after the head, a fixed map), which on the reference model
 is the most accurate target (the block stack's residual, CG-Taylor's own target, is kept as granularity "stack" in
@@ -21,13 +22,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..caching.block_cache import run_rows
-from ..caching.gates import forecast_error
+from ..caching.gates import ConfidenceProbe
 from ..caching.schedule import schedule_time
 from ..context import StepContext, Stream
 from ..patch import BlockCall, ModelCall, RunBlock, RunModel
 from ..state import RunState
 from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream
-from ..caching.predictors import Predictor
 
 
 class _ForecastTrusted(Exception):
@@ -36,7 +36,7 @@ class _ForecastTrusted(Exception):
 
 @dataclass
 class GatedStream(OutputStream):
-    probe: Predictor | None = None  # the first block's residual, forecast from the same computed steps
+    probe: ConfidenceProbe = field(default_factory=ConfidenceProbe)  # the first block's residual and its forecast
 
 
 @dataclass
@@ -85,10 +85,8 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             value = packed[s.rows]
             self._record(run, state, value, time)
             if residual is not None and residual.shape[0] == packed.shape[0]:
-                if state.probe is None:
-                    state.probe = self._config(run).forecast.build()
                 computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
-                state.probe.update(computed, residual[s.rows], time)
+                state.probe.record(computed, residual[s.rows], time, self._config(run).forecast)
         stats.probe_residual = None
         return out
 
@@ -134,21 +132,20 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             return False
         if stats.last_compute < 0 or ctx.step - stats.last_compute >= cfg.interval:
             return False  # `interval`: the longest stretch between computes, as for the other gates
-        return all(st.predictor is not None and not st.predictor.empty and st.probe is not None
-                   and not st.probe.empty for _, st in states)
+        return all(st.predictor is not None and not st.predictor.empty and st.probe.ready for _, st in states)
 
     def _trust(self, run: RunState, ctx: StepContext, residual: torch.Tensor, probed: tuple[Stream, ...]) -> bool:
-        """CG-Taylor's test: the probed streams' first-block residual within `threshold` (relative) of its own
-        forecast, on every row. The decision holds for every stream of the step."""
+        """CG-Taylor's test (`ConfidenceProbe`) on every probed row: the worst error under `threshold` trusts the
+        forecast. The decision holds for every stream of the step."""
         time = schedule_time(ctx)
         worst = 0.0
         keys = {s.key for s in probed}
         for s, state in self.run_data(run).call_states:
             if s.key not in keys:
                 continue
-            if residual.shape[0] != ctx.batch_size or state.probe is None or state.probe.empty:
+            if residual.shape[0] != ctx.batch_size or not state.probe.ready:
                 return False
-            error = forecast_error(residual[s.rows], state.probe, time)
+            error = state.probe.error(residual[s.rows], time)
             worst = max(worst, float(error.max()))  # the one host sync of a probed step
         self.run_data(run).errors.append(worst)
         return worst < self.config.threshold

@@ -6,7 +6,8 @@
                the ComfyUI ports of Spectrum do
   cg-taylor    CG-Taylor: the first block runs every step (cond rows only under CFG); its own forecast error
                decides whether the model output is forecast (Taylor; granularity stack: the residual of the blocks
-               after the first, CG-Taylor's own target) or the model runs on
+               after the first, CG-Taylor's own target) or the model runs on. One test for both targets:
+               `caching.gates.ConfidenceProbe`
   spectrum-plan  ours: Spectrum's fit decides what to emit; when to compute is planned over the sampler's own sigma
                schedule by a forecast-error model (`plan.py`), with the same number of computes as the even
                schedule (the final step is the plan's to drop only with 5 computes or fewer). Unlike CG-Taylor's
