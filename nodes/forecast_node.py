@@ -103,7 +103,7 @@ class DiTForecast(io.ComfyNode):
             log.warning("dit-accel: %s models have no whole-model hook in ComfyUI; DiT Forecast forecasts the block "
                         "stack's residual instead of the model output.", adapter.name)
             settings = dataclasses.replace(settings, granularity="stack")
-        return io.NodeOutput(apply_patch(model, settings.patch()))
+        return io.NodeOutput(apply_patch(model, settings.patch(), adapter=adapter))
 
 
 NODES = [DiTForecast]
