@@ -19,7 +19,7 @@ import torch
 from .adapters.base import BlockKind, FamilyAdapter
 from .context import StepContext
 from .patch import AttentionCall, BlockCall, DiTPatch, ModelCall
-from .state import AllocationScope, RunState
+from .state import AllocationScope, ComputeLedger, RunState
 
 log = logging.getLogger("dit_accel")
 
@@ -106,37 +106,28 @@ class AccelHost:
     def call_model(self, transformer_options: dict, x: torch.Tensor, blocks: int,
                    run_model: Callable[[], torch.Tensor]):
         """Run one model call through the patches' `around_model` hooks (after `begin_call`). A call no patch let
-        run counts its blocks as skipped in the ledger."""
+        run to its end counts the blocks it did not reach as skipped in the ledger."""
         patches = [p for p in self.patches if p.uses("around_model")]
         run = transformer_options.get(RUN_KEY)
         if not patches or run is None:
             return run_model()
-        # Without block hooks nobody counts the blocks a call runs: count them here, for the ledger's speedup.
-        counts_blocks = any(p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")
-                            for p in self.patches)
         ctx = _context(transformer_options, x.shape[0])
-        ran = []
-
-        def inner() -> torch.Tensor:
-            ran.append(True)
-            if not counts_blocks:
-                run.ledger.blocks_run += blocks
-                run.ledger.blocks_total += blocks
-            return run_model()
-
-        chain = inner
         call = ModelCall(x, blocks)
-        for p in reversed(patches):  # the first patch added ends up outermost
-            chain = _bind_model(p, run, ctx, call, chain)
-        out = chain()
-        if not ran:
-            run.ledger.blocks_total += blocks
-        return out
+
+        def through_patches(let_run: Callable[[], torch.Tensor]) -> torch.Tensor:
+            chain = let_run
+            for p in reversed(patches):  # the first patch added ends up outermost
+                chain = _bind_model(p, run, ctx, call, chain)
+            return chain()
+
+        # Without block hooks nobody counts the blocks a call runs: they are counted here, for the ledger's speedup.
+        return _counted_model_call(run.ledger, call, through_patches, run_model,
+                                   blocks_counted=any(_uses_blocks(p) for p in self.patches))
 
     # ---- installing into transformer_options ----------------------------------------------------------------
     def install(self, transformer_options: dict, diffusion_model: torch.nn.Module) -> None:
         """Add our block replacements and attention override, chaining onto whatever is already there."""
-        if any(p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks") for p in self.patches):
+        if any(_uses_blocks(p) for p in self.patches):
             layout = self.adapter.block_layout(diffusion_model)
             kinds = tuple(dict.fromkeys(kind.kind for kind, _ in layout))
             plan = tuple((kind.kind, kind.stream_keys) for kind, _ in layout)
@@ -152,8 +143,7 @@ class AccelHost:
 
     def _block_replacement(self, kind: BlockKind, index: int, position: int, total: int, kinds: tuple[str, ...],
                            previous, plan: tuple = ()):
-        patches = [p for p in self.patches
-                   if p.uses("around_block") or p.uses("before_blocks") or p.uses("after_blocks")]
+        patches = [p for p in self.patches if _uses_blocks(p)]
 
         adapter = self.adapter
         flatten = kind.flatten or (lambda a: a)
@@ -173,17 +163,12 @@ class AccelHost:
             args = flatten(family_args)
             ctx = _context(to, args[kind.stream_keys[0]].shape[0])
 
-            def counted(a: dict) -> dict:
-                run.ledger.blocks_run += 1
-                return run_real(a)
-
-            run.ledger.blocks_total += 1
             call = BlockCall(position, total, kind.kind, index, args, kind.stream_keys, kinds, layout=plan,
                              image_span=adapter.image_span(kind.kind, to), grid_hint=adapter.grid_hint(to))
             if position == 0:
                 for p in patches:
                     p.before_blocks(run, ctx, call)
-            chain = counted
+            chain = _counted_block(run.ledger, call, run_real)
             for p in reversed(patches):  # the first patch added ends up outermost
                 chain = _bind_block(p, run, ctx, call, chain)
             out = chain(args)
@@ -234,14 +219,73 @@ def _context(transformer_options: dict, batch_size: int) -> StepContext:
     return ctx
 
 
+def _uses_blocks(patch: DiTPatch) -> bool:
+    return patch.uses("around_block") or patch.uses("before_blocks") or patch.uses("after_blocks")
+
+
 def _bind_model(patch: DiTPatch, run, ctx, call: ModelCall, inner):
-    return lambda: patch.around_model(run, ctx, call, inner)
+    if not patch.keeps_ledger:
+        return lambda: patch.around_model(run, ctx, call, inner)
+
+    def run_model():
+        ledger = run.ledger_of(patch.name)
+        ledger.model_calls += 1
+        return _counted_model_call(ledger, call, lambda let_run: patch.around_model(run, ctx, call, let_run), inner,
+                                   blocks_counted=_uses_blocks(patch))
+    return run_model
 
 
 def _bind_block(patch: DiTPatch, run, ctx, call: BlockCall, inner):
     def run_block(a: dict) -> dict:
-        return patch.around_block(run, ctx, dataclasses.replace(call, args=a), inner)
+        seen = dataclasses.replace(call, args=a)
+        let_run = _counted_block(run.ledger_of(patch.name), seen, inner) if patch.keeps_ledger else inner
+        return patch.around_block(run, ctx, seen, let_run)
     return run_block
+
+
+# ---- the compute ledger: counted here, where the work is let through, for every ledger alike -------------------------
+def _counted_block(ledger: ComputeLedger, call: BlockCall, inner):
+    """`inner`, counted in `ledger` as one call of a block on `call`'s rows: one evaluation if anything runs,
+    however many row sets it runs on (a probe on the cond rows, then the rest), and the rows each set has."""
+    ledger.blocks_total += 1
+    ledger.row_blocks_total += call.hidden.shape[0]
+    key = call.stream_keys[0]
+    first = [True]
+
+    def let_run(a: dict) -> dict:
+        if first:
+            ledger.blocks_run += 1
+            first.clear()
+        ledger.row_blocks_run += a[key].shape[0]
+        return inner(a)
+    return let_run
+
+
+def _counted_model_call(ledger: ComputeLedger, call: ModelCall, around, inner, blocks_counted: bool):
+    """`around(let_run)`, one model call counted in `ledger`; `let_run` runs `inner`, the rest of the call.
+    `blocks_counted`: the block hooks count its blocks; otherwise a call that runs counts all of them here. A call
+    that does not run to its end (a forecast, or a probe that ended the forward early) is a skipped model call, and
+    the blocks it did not reach count as skipped."""
+    rows = call.x.shape[0]
+    before = (ledger.blocks_total, ledger.row_blocks_total)
+    completed = []
+
+    def let_run() -> torch.Tensor:
+        if not blocks_counted:
+            ledger.blocks_run += call.blocks
+            ledger.blocks_total += call.blocks
+            ledger.row_blocks_run += call.blocks * rows
+            ledger.row_blocks_total += call.blocks * rows
+        out = inner()
+        completed.append(True)
+        return out
+
+    out = around(let_run)
+    if not completed:
+        ledger.model_calls_skipped += 1
+        ledger.blocks_total = max(ledger.blocks_total, before[0] + call.blocks)
+        ledger.row_blocks_total = max(ledger.row_blocks_total, before[1] + call.blocks * rows)
+    return out
 
 
 def _bind_attention(patch: DiTPatch, run, ctx, inner):

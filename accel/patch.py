@@ -84,6 +84,9 @@ class DiTPatch:
     # arguments on first use in each run, read with `run_data(run)`. Per-stream state goes through
     # `run.stream_state` instead.
     run_type: type | None = None
+    # The host keeps this patch a compute ledger of its own (`RunState.ledger_of(name)`): the blocks and model calls
+    # its hooks saw and what it let run. Patches that decide what to skip read their log line's speedup from it.
+    keeps_ledger: bool = False
 
     def run_data(self, run: RunState):
         """This patch's `run_type` instance for this run (created on first use, dropped when the run closes)."""

@@ -36,15 +36,37 @@ class StreamState:
 
 @dataclass
 class ComputeLedger:
-    """What the transformer actually executed this run, counted where the work happens."""
+    """What the transformer executed against what the unpatched model would have, counted by the host where the work
+    happens (`accel/host.py`). The run holds one for the whole model (`RunState.ledger`) and one for each patch that
+    decides what runs (`DiTPatch.keeps_ledger`, read with `RunState.ledger_of`): the blocks and model calls that
+    patch saw and what it let run. Every speedup a log line states is one of its ratios."""
 
-    blocks_run: int = 0       # block evaluations, one per block call that ran the real block (all rows)
-    blocks_total: int = 0     # block evaluations an unpatched model would have run
+    blocks_run: int = 0        # block evaluations: block calls that ran the real block (on all or some rows)
+    blocks_total: int = 0      # block evaluations an unpatched model would have run
+    row_blocks_run: int = 0    # the same, times the batch rows they ran on (a call on part of its rows counts those)
+    row_blocks_total: int = 0
     model_calls: int = 0
+    model_calls_skipped: int = 0  # calls whose forward did not run to the end (a forecast stood in for it)
+
+    @property
+    def model_calls_run(self) -> int:
+        return self.model_calls - self.model_calls_skipped
 
     @property
     def block_speedup(self) -> float:
-        return self.blocks_total / self.blocks_run if self.blocks_run else float("inf") if self.blocks_total else 1.0
+        return _speedup(self.blocks_total, self.blocks_run)
+
+    @property
+    def row_block_speedup(self) -> float:
+        return _speedup(self.row_blocks_total, self.row_blocks_run)
+
+    @property
+    def model_call_speedup(self) -> float:
+        return _speedup(self.model_calls, self.model_calls_run)
+
+
+def _speedup(total: int, run: int) -> float:
+    return total / run if run else float("inf") if total else 1.0
 
 
 @dataclass
@@ -53,6 +75,8 @@ class RunState:
 
     states: dict[tuple[str, str], tuple[TensorSignature, Any]] = field(default_factory=dict)
     ledger: ComputeLedger = field(default_factory=ComputeLedger)
+    # Each ledger-keeping patch's own (`ledger_of`); kept after close, like `metrics`, for benchmarks to read.
+    ledgers: dict[str, ComputeLedger] = field(default_factory=dict)
     patch_data: dict[str, Any] = field(default_factory=dict)  # run-wide data of each patch (counters, ...)
     # Numbers a patch measured over the run (e.g. "attention_sparsity"), kept after close for benchmarks to read.
     metrics: dict[str, float] = field(default_factory=dict)
@@ -73,6 +97,10 @@ class RunState:
         """A copy of `tensor` allocated as per-run state (outside any captured forward)."""
         with self.persistent():
             return tensor.clone()
+
+    def ledger_of(self, owner: str) -> ComputeLedger:
+        """The compute ledger of one patch (`DiTPatch.keeps_ledger`), created on first use."""
+        return self.ledgers.setdefault(owner, ComputeLedger())
 
     def data(self, owner: str, factory: Callable[[], Any]) -> Any:
         """Run-wide (not per-stream) data of one patch, created on first use."""

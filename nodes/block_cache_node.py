@@ -9,7 +9,7 @@ from ..accel.caching import LEVELS, BlockCacheConfig, BlockCachePatch, preset
 from ..accel.caching.block_cache import GATES, GRANULARITIES
 from ..accel.memory import AUTO
 from ..accel.presets import REFERENCE_FAMILY
-from .comfy.patcher import apply_patch, family_of
+from .comfy.patcher import adapter_of, apply_patch
 from .compat import ADVANCED
 from .memory_input import memory_budget_input
 
@@ -78,15 +78,16 @@ class DiTBlockCache(io.ComfyNode):
     def execute(cls, model, speed: str, threshold: float, gate: str, granularity: str, interval: int,
                 start_percent: float, end_percent: float, warmup_steps: int, final_steps: int,
                 max_consecutive: int, forecast_order: int, memory: float = AUTO) -> io.NodeOutput:
+        adapter = adapter_of(model)
         if speed == CUSTOM:
             config = BlockCacheConfig(threshold=threshold, gate=gate, granularity=granularity, interval=interval,
                                       start_percent=start_percent, end_percent=end_percent,
                                       warmup_steps=warmup_steps, final_steps=final_steps,
                                       max_consecutive=max_consecutive, forecast_order=forecast_order)
         else:
-            config = preset(family_of(model), speed)
+            config = preset(adapter.name, speed)
         config = dataclasses.replace(config, memory_gib=memory)
-        return io.NodeOutput(apply_patch(model, BlockCachePatch(config)))
+        return io.NodeOutput(apply_patch(model, BlockCachePatch(config), adapter=adapter))
 
 
 NODES = [DiTBlockCache]

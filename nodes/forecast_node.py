@@ -34,8 +34,8 @@ class DiTForecast(io.ComfyNode):
                         "not with it.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to accelerate (any supported DiT family)."),
-                # spectrum-plan: at or above Spectrum (itself above TaylorSeer) at every speed and schedule length
-                # measured (20 / 30 / 50 steps, 2.5x-6.7x; README, forecasting).
+                # spectrum-plan: at or above Spectrum (itself above TaylorSeer) at every speed measured on 20 and 50
+                # steps (2.5x-8.3x; README, forecasting).
                 io.Combo.Input("method", options=list(METHODS), default="spectrum-plan",
                                tooltip="spectrum-plan (default, ours): Spectrum's fit with the same number of "
                                        "computes as the even schedule, placed where a forecast-error model over the "
@@ -103,7 +103,7 @@ class DiTForecast(io.ComfyNode):
             log.warning("dit-accel: %s models have no whole-model hook in ComfyUI; DiT Forecast forecasts the block "
                         "stack's residual instead of the model output.", adapter.name)
             settings = dataclasses.replace(settings, granularity="stack")
-        return io.NodeOutput(apply_patch(model, settings.patch()))
+        return io.NodeOutput(apply_patch(model, settings.patch(), adapter=adapter))
 
 
 NODES = [DiTForecast]

@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..accel.presets import REFERENCE_FAMILY
 from ..accel.sparse import LEVELS, POLICIES, SparseAttentionConfig, SparseAttentionPatch, parse_layers, preset
-from .comfy.patcher import apply_patch, family_of
+from .comfy.patcher import adapter_of, apply_patch
 from .compat import ADVANCED
 
 CUSTOM = "custom"
@@ -56,13 +56,14 @@ class DiTSparseAttention(io.ComfyNode):
     @classmethod
     def execute(cls, model, speed: str, policy: str, sparsity: float, warmup_steps: int, top_p: float = 0.0,
                 dense_layers: str = "", block_size: str = str(_DEFAULT.block_size)) -> io.NodeOutput:
+        adapter = adapter_of(model)
         if speed == CUSTOM:
             config = SparseAttentionConfig(policy=policy, sparsity=sparsity, top_p=top_p if top_p > 0 else None,
                                            block_size=int(block_size), warmup_steps=warmup_steps,
                                            dense_layers=parse_layers(dense_layers))
         else:
-            config = preset(family_of(model), speed)
-        return io.NodeOutput(apply_patch(model, SparseAttentionPatch(config)))
+            config = preset(adapter.name, speed)
+        return io.NodeOutput(apply_patch(model, SparseAttentionPatch(config), adapter=adapter))
 
 
 NODES = [DiTSparseAttention]

@@ -131,8 +131,6 @@ class BlockCacheRun:
     """Run-wide (not per-stream) data of the block cache."""
 
     stack_input: torch.Tensor | None = None     # this call's first-block input (a copy for the first-block gate)
-    row_blocks_run: int = 0
-    row_blocks_total: int = 0
     total_steps: int = 0
     span_compute_rows: list[int] | None = None  # this call's rows to compute, read back once per call
     several_kinds: bool = False                 # the model has several block kinds (reuse was per block)
@@ -147,6 +145,7 @@ class BlockCachePatch(DiTPatch):
     name = "blockcache"
     exclusive = "skipping"
     run_type = BlockCacheRun
+    keeps_ledger = True  # the host counts the row-blocks it sees and lets run: its log line's speedup
 
     def __init__(self, config: BlockCacheConfig = BlockCacheConfig(), name: str = "blockcache"):
         self.config = config
@@ -225,13 +224,9 @@ class BlockCachePatch(DiTPatch):
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
         cfg = self._config(run)
         stats = self.run_data(run)
-        batch = call.hidden.shape[0]
-        stats.row_blocks_total += batch
         if cfg.off:  # nothing is ever reused: keep nothing (the memory budget's last rung relies on it)
-            stats.row_blocks_run += batch
             return run_block(call.args)
         if call.position < cfg.span_start:
-            stats.row_blocks_run += batch
             out = run_block(call.args)
             if call.position == cfg.span_start - 1:
                 cfg.gate_type.after_gate_blocks(self, run, ctx, call, out, cfg)
@@ -247,7 +242,6 @@ class BlockCachePatch(DiTPatch):
             # The host sync: once per model call (once per block for the block gate, whose decision is per block).
             stats.span_compute_rows = [i for i, r in enumerate(to_host(reuse)) if not r]
         compute_rows = stats.span_compute_rows
-        stats.row_blocks_run += len(compute_rows)
         if per_block:
             self.stable_input(run, call)
         inputs, stats.block_inputs = stats.block_inputs, None
@@ -285,19 +279,19 @@ class BlockCachePatch(DiTPatch):
     def on_run_end(self, run: RunState) -> str | None:
         stats = self.run_data(run)
         cfg = self._config(run)
-        if stats.row_blocks_total == 0:
+        ledger = run.ledger_of(self.name)
+        if ledger.row_blocks_total == 0:
             return None
-        speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
         setting = cfg.gate_type.setting(cfg)
         reuse = "block" if self._per_block_config_or_seen(run) else cfg.granularity
         held = run_state_nbytes(run, self.name)
         run.metrics["state_bytes"] = float(held)
         line = (f"{self.name} ({cfg.gate} gate, {setting}, {reuse} residuals, {cfg.predictor.describe()}): computed "
-                f"{stats.row_blocks_run}/{stats.row_blocks_total} block evaluations, {speedup:.2f}x block compute "
-                f"speedup; cache held {held / 2**20:.2f} MiB on the model's device; {stats.budget_note}")
+                f"{ledger.row_blocks_run}/{ledger.row_blocks_total} block evaluations, "
+                f"{ledger.row_block_speedup:.2f}x block compute speedup; cache held {held / 2**20:.2f} MiB on the model's device; {stats.budget_note}")
         if cfg.off:
             line += ". Caching is off at this setting: outputs equal the unpatched model."
-        elif stats.total_steps and stats.row_blocks_run == stats.row_blocks_total:
+        elif stats.total_steps and ledger.row_blocks_run == ledger.row_blocks_total:
             if cfg.window.too_short(stats.total_steps):
                 verb = "forecast" if stats.total_steps < cfg.min_steps else "cache"
                 line += too_short_note(cfg.window, stats.total_steps, verb)

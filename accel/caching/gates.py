@@ -167,26 +167,45 @@ class FirstBlockGate(_FirstBlocksGate):
 
 
 @dataclass
-class ConfidenceState:
+class ConfidenceProbe:
+    """CG-Taylor's confidence test ("Forecasting When to Forecast"), defined once for both places it gates: the block
+    cache's "cg" gate (`ConfidenceGate`, per row) and the model-output forecast (`forecasting/confidence_gate.py`, per
+    call). The gate blocks' residual is forecast from the same computed steps as what is skipped; how far the
+    residual lands from that forecast (`forecast_error`, relative) is the signal, and under the threshold the
+    forecast of the rest is trusted. It is not accumulated: it already grows with the distance from the last
+    compute."""
+
     forecast: object | None = None  # the gate blocks' residual, forecast like the rest (a `Predictor`)
+
+    @property
+    def ready(self) -> bool:
+        """Whether it has computed steps to forecast from (before that nothing is trusted)."""
+        return self.forecast is not None and not self.forecast.empty
+
+    def error(self, residual: torch.Tensor, time: float) -> torch.Tensor:
+        """(rows,) relative error of the forecast at `time` against the gate blocks' `residual` (inf until ready)."""
+        return forecast_error(residual, self.forecast, time)
+
+    def record(self, computed: torch.Tensor, residual: torch.Tensor, time: float, predictor) -> None:
+        """Feed the `computed` rows' residual to the forecast (built from the `predictor` config on first use)."""
+        if self.forecast is None:
+            self.forecast = predictor.build()
+        self.forecast.update(computed, residual, time)
 
 
 class ConfidenceGate(_FirstBlocksGate):
-    """CG-Taylor's confidence gate ("Forecasting When to Forecast"): the error of the gate blocks' own forecast, made
-    from the same computed steps as the forecast of the rest, is the signal. It is not accumulated: it already grows
-    with the distance from the last compute."""
+    """CG-Taylor's confidence gate in the block cache: a row may reuse while its `ConfidenceProbe` error is under
+    the threshold."""
 
-    state_type = ConfidenceState
+    state_type = ConfidenceProbe
 
     def propose(self, state, current, ctx, cfg, time):
-        change = forecast_error(current, state.gate.forecast, time)
+        change = state.gate.error(current, time)
         reuse = (change < cfg.threshold) & state.have_cache & (state.consecutive < cfg.max_consecutive)
         return reuse, None
 
     def commit(self, state, joint, total, current, cfg, time) -> None:
-        if state.gate.forecast is None:
-            state.gate.forecast = cfg.predictor.build()
-        state.gate.forecast.update(~joint, current, time)
+        state.gate.record(~joint, current, time, cfg.predictor)
 
 
 @dataclass

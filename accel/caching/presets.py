@@ -1,15 +1,16 @@
 """Block-cache presets per model family: the one quality <-> speed knob most users need.
 
-Measured on the reference model (Wan 2.1 format, 20 Euler steps, shift 8, CFG 4; bench), all with the block gate at
-threshold 1.0 and a second-order Taylor forecast of each skipped block's residual on the scheduler's step axis:
-  quality   at most 2 forecast steps in a row  2.50x blocks, PSNR 43.2 dB (2 seeds)
-  balanced  at most 3 forecast steps in a row  3.27x blocks, PSNR 36.9 dB (2 seeds)
-  fast      at most 4 forecast steps in a row  see the README table
+Measured on the reference model (Wan 2.1 format, 20 Euler steps, shift 8, CFG 4; through ComfyUI's sampler, the
+README's "Model families" and "Forecasting" tables), all with the block gate at threshold 1.0 and a second-order
+Taylor forecast of each skipped block's residual on the scheduler's step axis:
+  quality   at most 2 forecast steps in a row  2.50x blocks, PSNR 43.0 dB
+  balanced  at most 3 forecast steps in a row  3.27x blocks, PSNR 36.5 dB
+  fast      at most 4 forecast steps in a row  3.43x blocks, PSNR 32.4 dB
 Forecasting on the step axis instead of sigma is worth 6-10 dB here: with shift 8 the last four of 20 steps carry
-two thirds of the sigma drop, and residuals move evenly in steps, not in sigma (2.5x: 43.2 dB vs 36.5 dB on sigma).
-Plain reuse of the residual (forecast_order 0, sigma axis) gave 1.81x at 37.6 dB and 2.48x at 31.8 dB. Evenly spread
-computes beat bunched ones, and the final step must always be computed (skipping it costs 5 dB), so every preset
-keeps warm-up and final steps.
+two thirds of the sigma drop, and residuals move evenly in steps, not in sigma (2.50x: 43.0 dB against 36.5 dB for
+the previous presets on sigma; README). Plain reuse of the residual is far below any forecast (the README's
+plain-reuse rows). Evenly spread computes beat bunched ones, and the final step must always be computed (skipping it
+costs 5 dB), so every preset keeps warm-up and final steps.
 
 Every family gets this skip pattern with its own threshold from the family table (accel/adapters/presets.py), and
 the table says whether that threshold was measured on the family (else the shared preset table warns once).

@@ -2,7 +2,8 @@
 
 "Forecasting When to Forecast" (CG-Taylor) runs the first block on every step and compares its output with the
 first block's own Taylor forecast: a small error means the trajectory is as smooth as the forecast assumes, so the
-forecast of the last block is trusted; a large one falls back to full computation.
+forecast of the last block is trusted; a large one falls back to full computation. The test itself is
+`caching.gates.ConfidenceProbe`, shared with the block cache's "cg" gate; this file runs it per model call.
 
 Here the forecast is of the model output (the last block after the head, a fixed map), which on the reference model
 is the most accurate target (the block stack's residual, CG-Taylor's own target, is kept as granularity "stack" in
@@ -21,13 +22,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..caching.block_cache import run_rows
-from ..caching.gates import forecast_error
+from ..caching.gates import ConfidenceProbe
 from ..caching.schedule import schedule_time
 from ..context import StepContext, Stream
 from ..patch import BlockCall, ModelCall, RunBlock, RunModel
 from ..state import RunState
 from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream
-from ..caching.predictors import Predictor
 
 
 class _ForecastTrusted(Exception):
@@ -36,19 +36,16 @@ class _ForecastTrusted(Exception):
 
 @dataclass
 class GatedStream(OutputStream):
-    probe: Predictor | None = None  # the first block's residual, forecast from the same computed steps
+    probe: ConfidenceProbe = field(default_factory=ConfidenceProbe)  # the first block's residual and its forecast
 
 
 @dataclass
 class GatedRun(OutputForecastRun):
     probing: bool = False               # this call lets the first block decide
-    probed_rows: int = 0                # rows the probe ran the first block on
     probe_residual: torch.Tensor | None = None  # this call's first-block residual (all rows)
     call_states: list = field(default_factory=list)  # this call's (stream, state) pairs, keyed by the model input
     last_compute: int = -1              # the last step the model ran
     trusted: int = 0                    # calls the probe ended early
-    row_blocks_run: int = 0             # block evaluations x rows actually run (a cond-only probe runs part)
-    row_blocks_total: int = 0
     errors: list = field(default_factory=list)  # the gate's signal on each probed step (for the log line)
     input_like: torch.Tensor | None = None       # the model input's shape, on the meta device (for the plan)
 
@@ -62,12 +59,9 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
     def around_model(self, run: RunState, ctx: StepContext, call: ModelCall, run_model: RunModel) -> torch.Tensor:
         stats = self.run_data(run)
         stats.input_like = torch.empty(call.x.shape, dtype=call.x.dtype, device="meta")  # the plan's input shape
-        stats.calls += 1
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
         time = schedule_time(ctx)
-        rows = call.x.shape[0]
-        stats.row_blocks_total += call.blocks * rows
         decided = stats.decisions.get(ctx.step)
         if decided is False:  # a later call of a step whose probe trusted the forecast (cond and uncond apart)
             return self._predict(run, states, time)
@@ -76,9 +70,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         try:
             out = run_model()
         except _ForecastTrusted:
-            # Only the first block ran (on the probed rows); the ledger counts the others as skipped.
-            run.ledger.blocks_total += max(0, call.blocks - 1)
-            stats.row_blocks_run += stats.probed_rows
+            # Only the first block ran (on the probed rows); the host's ledgers count the others as skipped.
             stats.decisions[ctx.step] = False
             stats.trusted += 1
             return self._predict(run, states, time)
@@ -86,8 +78,6 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             stats.probing = False
             stats.call_states = []
         stats.decisions[ctx.step] = True
-        stats.computed += 1
-        stats.row_blocks_run += call.blocks * rows
         stats.last_compute = max(stats.last_compute, ctx.step)
         residual = stats.probe_residual
         packed = self._packed(run, out)
@@ -95,10 +85,8 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             value = packed[s.rows]
             self._record(run, state, value, time)
             if residual is not None and residual.shape[0] == packed.shape[0]:
-                if state.probe is None:
-                    state.probe = self._config(run).forecast.build()
                 computed = torch.ones(value.shape[0], dtype=torch.bool, device=value.device)
-                state.probe.update(computed, residual[s.rows], time)
+                state.probe.record(computed, residual[s.rows], time, self._config(run).forecast)
         stats.probe_residual = None
         return out
 
@@ -115,14 +103,11 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         if probe is None:
             out = run_block(call.args)
             stats.probe_residual = out[key] - before
-            if stats.probing:
-                stats.probed_rows = before.shape[0]
-                if self._trust(run, ctx, stats.probe_residual, ctx.streams):
-                    raise _ForecastTrusted
+            if stats.probing and self._trust(run, ctx, stats.probe_residual, ctx.streams):
+                raise _ForecastTrusted
             return out
         probe_rows = list(range(probe.rows.start, probe.rows.stop))
         first = run_rows(run_block, call, probe_rows)
-        stats.probed_rows = len(probe_rows)
         if self._trust(run, ctx, first[key] - before, (probe,)):
             raise _ForecastTrusted
         # Not trusted: the first block runs on the other rows too, and the forward goes on as usual.
@@ -130,7 +115,6 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         index = torch.tensor(probe_rows, device=before.device)
         out = {k: (v.index_copy(0, index, first[k].index_select(0, index)) if k in call.stream_keys and v is not None
                    else v) for k, v in out.items()}
-        run.ledger.blocks_run -= 1  # the two row sets make one evaluation of the block
         stats.probe_residual = out[key] - before
         return out
 
@@ -148,21 +132,20 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             return False
         if stats.last_compute < 0 or ctx.step - stats.last_compute >= cfg.interval:
             return False  # `interval`: the longest stretch between computes, as for the other gates
-        return all(st.predictor is not None and not st.predictor.empty and st.probe is not None
-                   and not st.probe.empty for _, st in states)
+        return all(st.predictor is not None and not st.predictor.empty and st.probe.ready for _, st in states)
 
     def _trust(self, run: RunState, ctx: StepContext, residual: torch.Tensor, probed: tuple[Stream, ...]) -> bool:
-        """CG-Taylor's test: the probed streams' first-block residual within `threshold` (relative) of its own
-        forecast, on every row. The decision holds for every stream of the step."""
+        """CG-Taylor's test (`ConfidenceProbe`) on every probed row: the worst error under `threshold` trusts the
+        forecast. The decision holds for every stream of the step."""
         time = schedule_time(ctx)
         worst = 0.0
         keys = {s.key for s in probed}
         for s, state in self.run_data(run).call_states:
             if s.key not in keys:
                 continue
-            if residual.shape[0] != ctx.batch_size or state.probe is None or state.probe.empty:
+            if residual.shape[0] != ctx.batch_size or not state.probe.ready:
                 return False
-            error = forecast_error(residual[s.rows], state.probe, time)
+            error = state.probe.error(residual[s.rows], time)
             worst = max(worst, float(error.max()))  # the one host sync of a probed step
         self.run_data(run).errors.append(worst)
         return worst < self.config.threshold
@@ -173,7 +156,7 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         if line is None or not stats.errors:
             return line
         errors = sorted(stats.errors)
-        speedup = stats.row_blocks_total / max(1, stats.row_blocks_run)
+        speedup = run.ledger_of(self.name).row_block_speedup  # the probes' rows count: the host counted them
         return (f"{line}; the probe trusted the forecast on {stats.trusted} of {len(errors)} probed calls "
                 f"(median first-block error {errors[len(errors) // 2]:.3g}); with the probes, "
                 f"{speedup:.2f}x block compute speedup")

@@ -143,8 +143,6 @@ class OutputStream(StreamState):
 
 @dataclass
 class OutputForecastRun:
-    calls: int = 0
-    computed: int = 0
     total_steps: int = 0
     decisions: dict = field(default_factory=dict)  # step -> compute?, so separate cond/uncond calls agree
     config: OutputForecastConfig | None = None     # this run's setting, planned against the memory budget
@@ -155,6 +153,7 @@ class OutputForecastRun:
 class OutputForecastPatch(DiTPatch):
     name = "forecast"
     exclusive = "skipping"
+    keeps_ledger = True  # the host counts the model calls it sees and lets run: its log line's speedup
 
     def __init__(self, config: OutputForecastConfig = OutputForecastConfig(), label: str = "forecast"):
         if config.gate_type.needs_first_block and not self.uses("around_block"):
@@ -200,7 +199,6 @@ class OutputForecastPatch(DiTPatch):
         stats = self.run_data(run)
         if stats.config is None:
             self._plan(run, ctx, None, call.x)
-        stats.calls += 1
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
         states = self._states(run, ctx, call.x)
         time = schedule_time(ctx)
@@ -208,7 +206,6 @@ class OutputForecastPatch(DiTPatch):
             return self._predict(run, states, time)
         out = run_model()
         packed = self._packed(run, out)
-        stats.computed += 1
         for s, state in states:
             self._record(run, state, packed[s.rows], time)
         return out
@@ -242,17 +239,18 @@ class OutputForecastPatch(DiTPatch):
     def on_run_end(self, run: RunState) -> str | None:
         stats = self.run_data(run)
         cfg = self._config(run)
-        if stats.calls == 0:
+        ledger = run.ledger_of(self.name)
+        if ledger.model_calls == 0:
             return None
         held = run_state_nbytes(run, self.name)
-        speedup = stats.calls / max(1, stats.computed)
         line = (f"{self.label} ({cfg.forecast.describe()} of the model output, computes {self.rule()}): ran "
-                f"{stats.computed}/{stats.calls} model calls, {speedup:.2f}x compute speedup; forecaster held "
+                f"{ledger.model_calls_run}/{ledger.model_calls} model calls, {ledger.model_call_speedup:.2f}x "
+                f"compute speedup; forecaster held "
                 f"{held / 2**20:.2f} MiB ({held} bytes) on the model's device; {stats.budget_note}")
         run.metrics["forecast_bytes"] = run.metrics["state_bytes"] = float(held)
         if cfg.off:
             line += ". Forecasting is off at this setting: outputs equal the unpatched model."
-        elif stats.computed == stats.calls and stats.total_steps:
+        elif ledger.model_calls_skipped == 0 and stats.total_steps:
             if cfg.window.too_short(stats.total_steps):
                 line += too_short_note(cfg.window, stats.total_steps, "forecast")
             else:

@@ -61,26 +61,24 @@ class _CallSplit:
 
 class SequenceParallelPatch(DiTPatch):
     name = "sequence_parallel"
+    run_type = _CallSplit  # this call's split (`run_data(run)`), like every patch's run data
 
     def __init__(self, config: SequenceParallelConfig, layout: SequenceLayout):
         self.config = config
         self.layout = layout
-
-    def _split(self, run: RunState) -> _CallSplit:
-        return run.data(self.name, _CallSplit)
 
     def on_run_start(self, run: RunState) -> None:
         # The workers may start after this (ComfyUI runs its wrappers in node order): the group is checked at the
         # first block, where it is first needed.
         if self.config.world_size > 1:
             comm.enter_run()
-            run.data(self.name, _CallSplit)
+            self.run_data(run)
 
     def on_run_end(self, run: RunState) -> str | None:
         if self.config.world_size <= 1:
             return None
         comm.leave_run()
-        split = self._split(run)
+        split = self.run_data(run)
         calls = ", ".join(f"{n} {mode}" for mode, n in sorted(split.modes.items())) or "none"
         return (f"{self.name}: {self.config.world_size} ranks, image tokens split {split.sizes or '-'}; "
                 f"attention calls: {calls}")
@@ -94,7 +92,7 @@ class SequenceParallelPatch(DiTPatch):
             raise comm.ParallelError(f"sequence parallelism over {self.config.world_size} ranks, but this process has "
                                      f"{'no worker processes' if group is None else f'{group.world} ranks'}; use the "
                                      "DiT Multi-GPU node (or accel.parallel.pool.WorkerPool outside ComfyUI)")
-        split = self._split(run)
+        split = self.run_data(run)
         hidden = call.args[self.layout.image_key]
         split.sizes = comm.even_split(hidden.shape[1], group.world)
         start = sum(split.sizes[:group.rank])
@@ -104,7 +102,7 @@ class SequenceParallelPatch(DiTPatch):
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
         if self.config.world_size <= 1:
             return run_block(call.args)
-        split = self._split(run)
+        split = self.run_data(run)
         rank = comm.group().rank
         args = dict(call.args)
         local = split.sizes[rank]
@@ -147,7 +145,7 @@ class SequenceParallelPatch(DiTPatch):
     def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
         if self.config.world_size <= 1:
             return out
-        split = self._split(run)
+        split = self.run_data(run)
         key = self.layout.image_key
         stream = out[key]
         local = split.sizes[comm.group().rank]
@@ -164,7 +162,7 @@ class SequenceParallelPatch(DiTPatch):
                          run_attention: RunAttention) -> torch.Tensor:
         if self.config.world_size <= 1:
             return run_attention(call)
-        split = self._split(run)
+        split = self.run_data(run)
         local = split.sizes[comm.group().rank] if split.sizes else -1
         tokens = call.q.shape[2]
         # Joint text + image self-attention, or image-only self-attention (SD3.5's second call); anything else

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import comfy.model_patcher
 import comfy.patcher_extension
 
+from ...accel.adapters.base import FamilyAdapter
 from ...accel.adapters.registry import adapter_for
 from ...accel.host import HOST_KEY, RUN_KEY, AccelHost
 from ...accel.patch import DiTPatch
@@ -25,12 +26,13 @@ from .memory import record_free_memory
 WRAPPER_KEY = "dit_accel"
 
 
-def apply_patch(model, patch: DiTPatch, first: bool = False):
+def apply_patch(model, patch: DiTPatch, first: bool = False, adapter: FamilyAdapter | None = None):
     """Clone `model` (a ComfyUI ModelPatcher) and add `patch` to its dit-accel host (outermost with `first`).
+    `adapter`: the model's family adapter where the caller already resolved it (`adapter_of`), else resolved here.
     Raises on unsupported models."""
     patched = model.clone()
     diffusion_model = patched.get_model_object("diffusion_model")
-    adapter = adapter_of(patched)
+    adapter = adapter if adapter is not None else adapter_for(diffusion_model)
     to = patched.model_options.setdefault("transformer_options", {})
     host = to.get(HOST_KEY)
     host = (host.with_patch(patch, first) if isinstance(host, AccelHost)
@@ -46,10 +48,6 @@ def apply_patch(model, patch: DiTPatch, first: bool = False):
 def adapter_of(model):
     """The family adapter of a MODEL (ModelPatcher); raises the registry's clear error on unknown models."""
     return adapter_for(model.get_model_object("diffusion_model"))
-
-
-def family_of(model) -> str:
-    return adapter_of(model).name
 
 
 def add_run_wrappers(patched, key: str, outer_sample: Callable, diffusion_model: Callable) -> None:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import comfy.cli_args
 
-from ...accel.adapters.registry import adapter_for
 from ...accel.host import CTX_KEY, HOST_KEY, RUN_KEY, AccelHost
 from ...accel.parallel.pool import PoolConfig, WorkerPool, check_devices, portable_options
 from ...accel.parallel.ulysses import SequenceParallelConfig, SequenceParallelPatch
-from .patcher import add_run_wrappers, apply_patch, per_run_options
+from .patcher import adapter_of, add_run_wrappers, apply_patch, per_run_options
 
 log = logging.getLogger("dit_accel")
 
@@ -42,7 +41,7 @@ def apply_multi_gpu(model, sequence: SequenceParallelConfig, pool: PoolConfig):
     """Clone `model` with sequence parallelism over `pool.world_size` ranks; 1 rank returns a plain clone."""
     if sequence.world_size <= 1:
         return model.clone()
-    adapter = adapter_for(model.get_model_object("diffusion_model"))
+    adapter = adapter_of(model)
     if adapter.sequence_layout is None:
         raise ValueError(f"DiT Multi-GPU does not support the {adapter.name} family yet: "
                          f"{adapter.sequence_parallel_refusal}")
@@ -51,7 +50,8 @@ def apply_multi_gpu(model, sequence: SequenceParallelConfig, pool: PoolConfig):
     pool = PoolConfig(**{**pool.__dict__, "prelude": PRELUDE, "env": (("DIT_ACCEL_COMFY_ARGS", settings),)})
     patched = model.clone()
     add_run_wrappers(patched, MULTI_GPU_KEY, outer_sample_wrapper, diffusion_model_wrapper)
-    patched = apply_patch(patched, SequenceParallelPatch(sequence, adapter.sequence_layout), first=True)
+    patched = apply_patch(patched, SequenceParallelPatch(sequence, adapter.sequence_layout), first=True,
+                          adapter=adapter)
     patched.model_options["transformer_options"][MULTI_GPU_KEY] = pool
     return patched
 

@@ -83,6 +83,36 @@ def test_a_patch_can_replace_a_block_and_the_ledger_counts_it(tiny_wan):
     assert not torch.equal(out, _sample(lambda x, t, c, o: tiny_wan(x, t, c, o), steps=2))
 
 
+def test_the_ledgers_count_what_was_let_run_row_by_row(tiny_wan):
+    """The host counts compute where it is let through, for the whole run and for a patch that keeps a ledger of its
+    own: a block run on two row sets is one evaluation of every row, a block run on one row counts that row."""
+    from dit_accel.accel.caching.block_cache import run_rows
+
+    class Split(DiTPatch):
+        name = "split"
+        keeps_ledger = True
+        rows = 0
+
+        def around_block(self, run, ctx, call, run_block):
+            batch = Split.rows = call.hidden.shape[0]
+            if call.index == 0:  # the first row, then the rest
+                first, rest = run_rows(run_block, call, [0]), run_rows(run_block, call, list(range(1, batch)))
+                return {"img": torch.cat([first["img"][:1], rest["img"][1:]])}
+            if call.index == 1:
+                return run_rows(run_block, call, [0])
+            return {"img": call.hidden}
+
+    host = AccelHost(adapter_for(tiny_wan), (Split(),))
+    with accelerated(host, tiny_wan) as (fn, run, _):
+        _sample(fn, steps=2)
+    calls, rows = run.ledger.model_calls, Split.rows
+    assert calls == 2 and rows > 1
+    for ledger in (run.ledger, run.ledger_of("split")):
+        assert (ledger.blocks_run, ledger.blocks_total) == (2 * calls, 3 * calls)
+        assert (ledger.row_blocks_run, ledger.row_blocks_total) == ((rows + 1) * calls, 3 * rows * calls)
+    assert run.ledger_of("split").row_block_speedup == pytest.approx(3 * rows / (rows + 1))
+
+
 def test_chains_onto_existing_block_replacement_and_attention_override(tiny_wan):
     calls = {"block": 0, "attn": 0}
 

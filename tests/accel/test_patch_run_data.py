@@ -41,3 +41,10 @@ def test_guidance_and_sparse_patches_declare_their_run_data():
     softpag, sparse = SoftPAGPatch(SoftPAGConfig(heads=((0, 0),))), SparseAttentionPatch(SparseAttentionConfig())
     assert isinstance(softpag.run_data(run), SoftPAGRun) and isinstance(sparse.run_data(run), SparseRun)
     assert softpag.run_data(run) is softpag.run_data(run)
+
+
+def test_sequence_parallel_declares_its_run_data(tiny_wan):
+    from dit_accel.accel.adapters.registry import adapter_for
+    from dit_accel.accel.parallel.ulysses import SequenceParallelConfig, SequenceParallelPatch, _CallSplit
+    patch, run = SequenceParallelPatch(SequenceParallelConfig(2), adapter_for(tiny_wan).sequence_layout), RunState()
+    assert isinstance(patch.run_data(run), _CallSplit) and patch.run_data(run) is run.patch_data[patch.name]

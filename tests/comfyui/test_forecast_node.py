@@ -108,7 +108,7 @@ def test_speed_levels_follow_the_family_preset(node_registry, monkeypatch, famil
 
     from dit_accel.nodes import forecast_node
     patches = []
-    monkeypatch.setattr(forecast_node, "apply_patch", lambda model, patch: patches.append(patch) or model)
+    monkeypatch.setattr(forecast_node, "apply_patch", lambda model, patch, **_: patches.append(patch) or model)
     if builder is None:
         model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
     else:

@@ -69,6 +69,33 @@ def test_block_cache_bad_settings_name_the_fix(node_registry):
                  **{**CUSTOM_OFF, "threshold": 0.2, "start_percent": 0.9, "end_percent": 0.1})
 
 
+FORECAST = dict(method="taylorseer", speed="balanced", interval=5, threshold=0.05, order=1, degree=3,
+                granularity="model", start_percent=0.0, end_percent=1.0, warmup_steps=1, final_steps=-1)
+SPARSE = dict(speed="balanced", policy="pisa", sparsity=0.5, warmup_steps=1, top_p=0.0, dense_layers="",
+              block_size="16")
+
+
+@pytest.mark.parametrize("node_id, settings", [
+    ("DiTAccelBlockCache", {**CUSTOM_OFF, "speed": "balanced"}), ("DiTAccelBlockCache", CUSTOM_OFF),
+    ("DiTAccelForecast", FORECAST), ("DiTAccelSparseAttention", SPARSE)])
+def test_a_node_resolves_the_family_adapter_once(node_registry, monkeypatch, node_id, settings):
+    """The node resolves the model's family adapter and hands it to the bridge, which does not resolve it again."""
+    import sys
+    node_module = sys.modules[node_registry[node_id].__module__]
+    patcher = sys.modules[node_module.apply_patch.__module__]
+    resolved = []
+    original = patcher.adapter_for
+
+    def counting(model):
+        resolved.append(model)
+        return original(model)
+
+    monkeypatch.setattr(patcher, "adapter_for", counting)
+    model = _execute(node_registry, "DiTAccelReferenceModelLoader")[0]
+    patched = _execute(node_registry, node_id, model=model, **settings)[0]
+    assert patched is not model and len(resolved) == 1
+
+
 def test_unsupported_model_is_a_clear_error(node_registry, comfy_root):
     """An AuraFlow model (tiny, random) is not served: the error names the model and the supported families."""
     import comfy.ldm.aura.mmdit
