@@ -94,6 +94,14 @@ class DiTPatch:
             raise TypeError(f"{type(self).__name__} keeps no run data: set its `run_type`")
         return run.data(self.name, self.run_type)
 
+    def state_held(self, run: RunState) -> int:
+        """Bytes this patch's state holds now on the model's device (`memory.run_state_nbytes`), recorded as the
+        run's `state_bytes` metric for the bench: the figure its log line reports."""
+        from .memory import run_state_nbytes  # memory plans patches: imported where used
+        held = run_state_nbytes(run, self.name)
+        run.metrics["state_bytes"] = float(held)
+        return held
+
     def on_run_start(self, run: RunState) -> None:
         """Sampling starts: the run state is fresh."""
 

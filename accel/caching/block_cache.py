@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..context import StepContext
-from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
+from ..memory import AUTO, StateShape, validate_memory_gib
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
 from .gates import GATES as GATE_TYPES, Gate, to_host
@@ -277,15 +277,12 @@ class BlockCachePatch(DiTPatch):
         return out
 
     def on_run_end(self, run: RunState) -> str | None:
-        stats = self.run_data(run)
-        cfg = self._config(run)
         ledger = run.ledger_of(self.name)
         if ledger.row_blocks_total == 0:
             return None
+        stats, cfg, held = self.run_data(run), self._config(run), self.state_held(run)
         setting = cfg.gate_type.setting(cfg)
         reuse = "block" if self._per_block_config_or_seen(run) else cfg.granularity
-        held = run_state_nbytes(run, self.name)
-        run.metrics["state_bytes"] = float(held)
         line = (f"{self.name} ({cfg.gate} gate, {setting}, {reuse} residuals, {cfg.predictor.describe()}): computed "
                 f"{ledger.row_blocks_run}/{ledger.row_blocks_total} block evaluations, "
                 f"{ledger.row_block_speedup:.2f}x block compute speedup; cache held {held / 2**20:.2f} MiB on the model's device; {stats.budget_note}")

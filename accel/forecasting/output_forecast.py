@@ -18,7 +18,7 @@ from ..caching.predictors import ForecastConfig, Predictor
 from ..caching.schedule import (ScheduleWindow, compute_budget, error_weighted_plan, planned_computes, schedule_time,
                                too_short_note)
 from ..context import StepContext
-from ..memory import AUTO, StateShape, run_state_nbytes, validate_memory_gib
+from ..memory import AUTO, StateShape, validate_memory_gib
 from ..patch import DiTPatch, ModelCall, RunModel
 from ..state import RunState, StreamState
 from .output_layout import OutputLayout
@@ -237,17 +237,15 @@ class OutputForecastPatch(DiTPatch):
         return self.config.gate_type.rule(self.config)
 
     def on_run_end(self, run: RunState) -> str | None:
-        stats = self.run_data(run)
-        cfg = self._config(run)
         ledger = run.ledger_of(self.name)
         if ledger.model_calls == 0:
             return None
-        held = run_state_nbytes(run, self.name)
+        stats, cfg, held = self.run_data(run), self._config(run), self.state_held(run)
         line = (f"{self.label} ({cfg.forecast.describe()} of the model output, computes {self.rule()}): ran "
                 f"{ledger.model_calls_run}/{ledger.model_calls} model calls, {ledger.model_call_speedup:.2f}x "
                 f"compute speedup; forecaster held "
                 f"{held / 2**20:.2f} MiB ({held} bytes) on the model's device; {stats.budget_note}")
-        run.metrics["forecast_bytes"] = run.metrics["state_bytes"] = float(held)
+        run.metrics["forecast_bytes"] = float(held)
         if cfg.off:
             line += ". Forecasting is off at this setting: outputs equal the unpatched model."
         elif ledger.model_calls_skipped == 0 and stats.total_steps:
