@@ -3,8 +3,14 @@ distilled, one row), random weights in bf16, through every caching and forecasti
 wall and compute speedup against the unpatched model on the same noise, peak device memory
 (`torch.cuda.max_memory_allocated`) and the state each method held. Sized to fit 8 minutes on one H200 (20 steps).
 
+With the compiler on (after the eager runs): the node defaults once more through `torch.compile` (TorchDynamo's
+graph capture, what ComfyUI's compiler builds on; backend `--compile-backend`, "eager" by default so the capture is
+checked without minutes of code generation), printing "graph breaks: N" and whether the output equals the eager one.
+A method's only break should be its decision read-back: state allocated inside a captured forward is what breaks
+compilers that replay it.
+
 `python -m dit_accel.bench.shapes --gpu [--json PATH]` or `python benchmarks/gpu_check.py`; `--smoke` runs the same
-code tiny on CPU (tests/bench/test_gpu_check.py).
+code tiny on CPU (tests/bench/test_shapes.py).
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from ...accel.host import AccelHost
 from ...accel.standalone import accelerated
 from ...reference.sampling import sample_euler_cfg, simple_schedule
 from ...reference.wan_dit import WanConfig, WanDiT
-from .methods import METHODS, build, timed_methods
+from .methods import METHODS, NODE_DEFAULTS, build, timed_methods
 from .standin import Flux
 from .table import SHAPES, Shape
 
@@ -49,7 +55,8 @@ def _model(shape: Shape, smoke: bool, device: str) -> tuple[torch.nn.Module, tup
     return model.eval().requires_grad_(False), latent
 
 
-def run_shape(shape: Shape, methods: list[str], steps: int, smoke: bool, device: str) -> list[dict]:
+def run_shape(shape: Shape, methods: list[str], steps: int, smoke: bool, device: str,
+              compile_backend: str | None = "eager") -> list[dict]:
     model, latent = _model(shape, smoke, device)
     dtype = next(model.parameters()).dtype
     noise = torch.randn(1, *latent, generator=torch.Generator().manual_seed(0)).to(device, dtype)
@@ -60,7 +67,8 @@ def run_shape(shape: Shape, methods: list[str], steps: int, smoke: bool, device:
     sigmas = simple_schedule(steps)
     cuda = device.startswith("cuda")
 
-    def sample(method: str | None) -> tuple[float, dict]:
+    def sample(method: str | None, module: torch.nn.Module | None = None) -> tuple[float, dict]:
+        module = model if module is None else module
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -68,15 +76,16 @@ def run_shape(shape: Shape, methods: list[str], steps: int, smoke: bool, device:
         info: dict = {}
         with torch.no_grad():
             if method is None:
-                sample_euler_cfg(lambda x, t, c, o: model(x, t, c, o), noise, context, uncond, sigmas, cfg)
+                out = sample_euler_cfg(lambda x, t, c, o: module(x, t, c, o), noise, context, uncond, sigmas, cfg)
             else:
                 host = AccelHost(adapter_for(model), (build(method, shape),))
-                with accelerated(host, model) as (fn, run, summary):
+                with accelerated(host, module) as (fn, run, summary):
                     if cuda:
                         run.free_memory = torch.cuda.mem_get_info()[0]  # what ComfyUI's boundary reads
-                    sample_euler_cfg(fn, noise, context, uncond, sigmas, cfg)
+                    out = sample_euler_cfg(fn, noise, context, uncond, sigmas, cfg)
                 info = {"speedup_compute": run.ledger.block_speedup, "state_bytes": run.metrics.get("state_bytes"),
                         "log": summary}
+        info["output"] = out
         if cuda:
             torch.cuda.synchronize()
             info["peak_bytes"] = torch.cuda.max_memory_allocated()
@@ -92,6 +101,9 @@ def run_shape(shape: Shape, methods: list[str], steps: int, smoke: bool, device:
             wall, info = sample(method)
             walls.append(wall)
         full_peak = sample(None)[1].get("peak_bytes")
+        eager_out = info.pop("output")
+        if compile_backend is not None and method in NODE_DEFAULTS:
+            info["compiled"] = _compiled_run(model, method, eager_out, sample, compile_backend)
         results.append({"shape": shape.name, "method": method, "steps": steps, "device": device,
                         "speedup_wall": statistics.median(walls_full) / statistics.median(walls),
                         "peak_bytes_full": full_peak, **info})
@@ -101,6 +113,26 @@ def run_shape(shape: Shape, methods: list[str], steps: int, smoke: bool, device:
     return results
 
 
+def _compiled_run(model: torch.nn.Module, method: str, eager_out: torch.Tensor, sample, backend: str) -> dict:
+    """The method once more on `torch.compile(model)`: graph breaks (TorchDynamo's count, by reason) and whether the
+    output equals the eager run's."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+    dynamo.reset()
+    counters.clear()
+    wall, info = sample(method, torch.compile(model, backend=backend))
+    breaks = dict(counters["graph_break"])
+    out = info.pop("output")
+    same = bool(torch.equal(out, eager_out)) if backend == "eager" else \
+        bool(torch.allclose(out.float(), eager_out.float(), rtol=1e-2, atol=1e-2))
+    print(f"  {method} compiled ({backend}): graph breaks: {sum(breaks.values())} "
+          f"({'; '.join(f'{n} x {reason.splitlines()[0][:80]}' for reason, n in breaks.items()) or 'none'}), "
+          f"output {'equals' if same else 'DIFFERS from'} eager, wall {wall:.2f} s", file=sys.stderr)
+    dynamo.reset()
+    return {"backend": backend, "graph_breaks": sum(breaks.values()), "break_reasons": breaks,
+            "same_as_eager": same, "wall_s": wall}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gpu_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (20; smoke: 10)")
     p.add_argument("--methods", default="all", help="comma-separated, or all")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--compile-backend", default="eager",
+                   help="torch.compile backend of the compiler-on run of the node defaults ('none' skips it)")
     args = p.parse_args(argv)
     device = "cpu" if args.smoke else "cuda"
     if not args.smoke and not torch.cuda.is_available():
@@ -116,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (10 if args.smoke else 20)
     results = []
     for name in ("wan-1.3b-480p-33f", "flux-dev-1024"):
-        results += run_shape(SHAPES[name], methods, steps, args.smoke, device)
+        results += run_shape(SHAPES[name], methods, steps, args.smoke, device,
+                             None if args.compile_backend == "none" else args.compile_backend)
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     text = json.dumps({"device": device_name, "torch": torch.__version__, "results": results}, indent=2,
                       default=str)

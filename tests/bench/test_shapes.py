@@ -38,3 +38,8 @@ def test_gpu_check_smoke_runs_every_method_on_cpu(tmp_path, capsys):
     results = json.loads((tmp_path / "gpu.json").read_text())["results"]
     assert {r["shape"] for r in results} == {"wan-1.3b-480p-33f", "flux-dev-1024"}
     assert all(r["speedup_compute"] >= 1 for r in results)
+    # The compiler-on run of each node default: captured, equal to eager, broken only where the method decides.
+    compiled = [r["compiled"] for r in results if "compiled" in r]
+    assert len(compiled) == 2 * 2 and all(c["same_as_eager"] for c in compiled)
+    assert all(c["graph_breaks"] >= 0 for c in compiled)
+    assert "graph breaks: " in capsys.readouterr().err
