@@ -297,6 +297,7 @@ class BlockCachePatch(DiTPatch):
         return line
 
     # ---- decisions (the gates' shared parts) --------------------------------------------------------------
+    @torch.compiler.disable  # host bookkeeping keyed by step: traced, its growing dict recompiled every step
     def decide_jointly(self, run, ctx, point, proposals) -> torch.Tensor:
         """One decision per sample: it reuses only if each of its streams (cond, uncond, ...) may, because CFG
         multiplies any cond/uncond mismatch by the guidance scale. Streams of one step that arrive in separate

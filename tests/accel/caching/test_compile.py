@@ -29,6 +29,8 @@ def test_compiled_model_matches_eager_and_breaks_only_at_the_decision(tiny_wan):
     assert torch.equal(out, expected) and blocks_compiled == blocks_eager
     assert counters["stats"]["unique_graphs"] > 0, "nothing was compiled: the test would prove nothing"
     breaks = dict(counters["graph_break"])
-    # The decision's read-back, and the memory plan made once per run at its first call (kept out of the graph).
-    assert breaks and all("tolist" in reason or "plan_block_cache" in reason for reason in breaks), breaks
+    # The decision: its host bookkeeping (`decide_jointly`, kept out of the graph: a dict keyed by step would make
+    # every step recompile) and its read-back; and the memory plan made once per run at its first call.
+    assert breaks and all("tolist" in reason or "plan_block_cache" in reason or "compiler.disable" in reason
+                          for reason in breaks), breaks
     dynamo.reset()
