@@ -21,6 +21,7 @@ from ..context import StepContext
 from ..memory import AUTO, StateShape, validate_memory_gib
 from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
+from ..parallel.comm import agree_all
 from .gates import GATES as GATE_TYPES, Gate, to_host
 from .predictors import ForecastConfig, Predictor
 from .schedule import TIME_AXES, ScheduleWindow, forecast_time, too_short_note
@@ -308,6 +309,8 @@ class BlockCachePatch(DiTPatch):
             joint = joint & reuse if reuse.shape == joint.shape else torch.zeros_like(joint)
         if not cfg.window.allows_reuse(ctx) or cfg.off:
             joint = torch.zeros_like(joint)
+        # Under CFG parallelism this call holds some of the sample's streams; the others' groups answer too.
+        joint = agree_all(joint)
         leader = self.run_data(run).leader
         # A branch pass (perturbation guidance) has streams of its own: it must not follow the main pass's decision.
         key = (ctx.step, point, getattr(ctx, "branch", None))

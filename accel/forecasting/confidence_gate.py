@@ -17,6 +17,7 @@ halves the probe's cost under CFG; when the forecast is not trusted the other st
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,7 @@ from ..caching.block_cache import run_rows
 from ..caching.gates import ConfidenceProbe
 from ..caching.schedule import schedule_time
 from ..context import StepContext, Stream
+from ..parallel.comm import agree_verdict
 from ..patch import BlockCall, ModelCall, RunBlock, RunModel
 from ..state import RunState
 from .output_forecast import OutputForecastPatch, OutputForecastRun, OutputStream
@@ -144,9 +146,14 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             if s.key not in keys:
                 continue
             if residual.shape[0] != ctx.batch_size or not state.probe.ready:
-                return False
+                worst = math.inf
+                break
             error = state.probe.error(residual[s.rows], time)
             worst = max(worst, float(error.max()))  # the one host sync of a probed step
+        # Under CFG parallelism the cond stream's group measured what one process would: every group takes its word.
+        worst = agree_verdict(worst, authoritative=any(s.kind == "cond" for s in probed))
+        if worst == math.inf:
+            return False
         self.run_data(run).errors.append(worst)
         return worst < self.config.threshold
 

@@ -1,8 +1,11 @@
-"""The collectives of sequence parallelism, on torch.distributed's default process group.
+"""The collectives of multi-GPU sampling, on torch.distributed.
 
-One process group per process (rank 0 = the ComfyUI or test process, ranks 1..P-1 = workers). Every collective runs
-with the group's timeout, so a dead peer fails a call instead of hanging it. Uneven token and head counts travel as
-uneven splits of one flat `all_to_all_single`.
+One process group per process (rank 0 = the ComfyUI or test process, ranks 1..P-1 = workers). A run may lay its
+ranks out as a mesh of two axes (`use_mesh`): `cfg` groups, each taking a share of the call's conditioning chunks
+(cond, uncond), times `sequence` ranks per group splitting that share's image tokens. `group()` is this rank's
+sequence group (the whole world when the run has no cfg axis), `cfg_group()` the ranks holding the same token shard of
+the other chunks. Every collective runs with the group's timeout, so a dead peer fails a call instead of hanging it.
+Uneven token and head counts travel as uneven splits of one flat `all_to_all_single`.
 """
 from __future__ import annotations
 
@@ -21,9 +24,20 @@ class ParallelGroup:
     world: int
     backend: str
     timeout_s: float
+    process_group: object = None  # a torch.distributed subgroup; None = the default group (the whole world)
 
 
-_GROUP: ParallelGroup | None = None
+@dataclass(frozen=True)
+class Mesh:
+    """This rank's two groups when a run has a cfg axis: rank r sits in cfg group r // S at sequence rank r % S."""
+
+    cfg: ParallelGroup       # same sequence rank, one per cfg group: where the chunks' outputs are gathered
+    sequence: ParallelGroup  # same cfg group: the ranks splitting its image tokens
+
+
+_GROUP: ParallelGroup | None = None   # the whole world
+_MESHES: dict[int, Mesh] = {}          # by cfg group count, made once per process group (creating one is collective)
+_MESH: Mesh | None = None              # this run's mesh; None: every rank splits one call's tokens
 _RUNS = 0  # sequence-parallel runs in progress in this process: collectives outside them would hang idle peers
 
 
@@ -49,14 +63,50 @@ def init_group(rank: int, world: int, port: int, backend: str, timeout_s: float)
 
 
 def destroy_group() -> None:
-    global _GROUP, _RUNS
+    global _GROUP, _RUNS, _MESH
     if _GROUP is not None and dist.is_initialized():
         dist.destroy_process_group()
-    _GROUP, _RUNS = None, 0
+    _GROUP, _RUNS, _MESH = None, 0, None
+    _MESHES.clear()
 
 
 def group() -> ParallelGroup | None:
-    return _GROUP
+    """This rank's sequence group: the ranks that split one call's image tokens."""
+    return _MESH.sequence if _MESH is not None else _GROUP
+
+
+def cfg_group() -> ParallelGroup | None:
+    """The ranks that share a call's conditioning chunks (None: the run has no cfg axis)."""
+    return _MESH.cfg if _MESH is not None else None
+
+
+def use_mesh(cfg_groups: int) -> None:
+    """Lay this run's ranks out as `cfg_groups` x (world / cfg_groups). Every rank calls it at the same point of
+    the run (creating a subgroup is a collective of the whole world); 1 = no cfg axis."""
+    global _MESH
+    if _GROUP is None or cfg_groups <= 1:
+        _MESH = None
+        return
+    world = _GROUP.world
+    if world % cfg_groups:
+        raise ParallelError(f"{world} ranks cannot form {cfg_groups} equal cfg groups")
+    if cfg_groups not in _MESHES:
+        _MESHES[cfg_groups] = _make_mesh(cfg_groups, world // cfg_groups)
+    _MESH = _MESHES[cfg_groups]
+
+
+def _make_mesh(cfg_groups: int, per_group: int) -> Mesh:
+    g, timeout = _GROUP, datetime.timedelta(seconds=_GROUP.timeout_s)
+    mine: dict[str, ParallelGroup] = {}
+    layouts = {"sequence": [list(range(c * per_group, (c + 1) * per_group)) for c in range(cfg_groups)],
+               "cfg": [list(range(s, g.world, per_group)) for s in range(per_group)]}
+    for axis in ("sequence", "cfg"):
+        for ranks in layouts[axis]:
+            # A one-rank group never communicates: no subgroup (and no collective to create one).
+            handle = dist.new_group(ranks, timeout=timeout) if len(ranks) > 1 else None
+            if g.rank in ranks:
+                mine[axis] = ParallelGroup(ranks.index(g.rank), len(ranks), g.backend, g.timeout_s, handle)
+    return Mesh(cfg=mine["cfg"], sequence=mine["sequence"])
 
 
 def enter_run() -> None:
@@ -73,6 +123,17 @@ def in_run() -> bool:
     return _GROUP is not None and _RUNS > 0 and _GROUP.world > 1
 
 
+def _sequence_collectives() -> ParallelGroup | None:
+    """The sequence group when this rank is inside a run that splits tokens over more than one rank."""
+    g = group()
+    return g if in_run() and g.world > 1 else None
+
+
+def _cfg_collectives() -> ParallelGroup | None:
+    g = cfg_group()
+    return g if in_run() and g is not None and g.world > 1 else None
+
+
 _WIRE = {"seconds": 0.0, "bytes": 0}  # time spent in (and bytes sent by) this process's exchanges, for benchmarks
 
 
@@ -84,24 +145,27 @@ def wire_stats(reset: bool = False) -> dict:
     return out
 
 
-def exchange(chunks: list[torch.Tensor], recv_shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
-    """All-to-all with uneven sizes: `chunks[r]` goes to rank r; returns what each rank sent here, shaped
-    `recv_shapes[r]`."""
+def exchange(chunks: list[torch.Tensor], recv_shapes: list[tuple[int, ...]],
+             over: ParallelGroup | None = None) -> list[torch.Tensor]:
+    """All-to-all with uneven sizes within `over` (default: the sequence group): `chunks[r]` goes to its rank r;
+    returns what each rank sent here, shaped `recv_shapes[r]`."""
+    g = over or group()
     send = torch.cat([c.reshape(-1) for c in chunks])
     out_sizes = [math.prod(s) for s in recv_shapes]
     recv = send.new_empty(sum(out_sizes))
     start = time.perf_counter()
-    dist.all_to_all_single(recv, send, out_sizes, [c.numel() for c in chunks])
+    dist.all_to_all_single(recv, send, out_sizes, [c.numel() for c in chunks], group=g.process_group)
     _WIRE["seconds"] += time.perf_counter() - start  # CPU/gloo: synchronous; on CUDA this times the launch only
-    _WIRE["bytes"] += (send.numel() - chunks[_GROUP.rank].numel()) * send.element_size() if _GROUP else 0
+    _WIRE["bytes"] += (send.numel() - chunks[g.rank].numel()) * send.element_size()
     return [part.view(shape) for part, shape in zip(recv.split(out_sizes), recv_shapes)]
 
 
-def gather_along(t: torch.Tensor, dim: int, sizes: list[int]) -> torch.Tensor:
-    """Every rank's `t` (its `sizes[r]` entries along `dim`) concatenated in rank order, on every rank."""
+def gather_along(t: torch.Tensor, dim: int, sizes: list[int], over: ParallelGroup | None = None) -> torch.Tensor:
+    """Every rank's `t` (its `sizes[r]` entries along `dim`) concatenated in rank order, on every rank of `over`
+    (default: the sequence group)."""
     world = len(sizes)
     shapes = [tuple(t.shape[:dim]) + (n,) + tuple(t.shape[dim + 1:]) for n in sizes]
-    return torch.cat(exchange([t] * world, shapes), dim=dim)
+    return torch.cat(exchange([t] * world, shapes, over), dim=dim)
 
 
 def even_split(n: int, parts: int) -> list[int]:
@@ -114,8 +178,34 @@ def agree_row_means(*means: torch.Tensor, count: int) -> tuple[torch.Tensor, ...
 
     Decisions (a block cache's gate, a forecaster's confidence gate) are made from these, so every rank takes the
     same one and the ranks' collectives stay in step. Outside a sequence-parallel run: returned unchanged."""
-    if not in_run():
+    g = _sequence_collectives()
+    if g is None:
         return means
     stacked = torch.stack([m.float() * count for m in means] + [torch.full_like(means[0].float(), count)])
-    dist.all_reduce(stacked)
+    dist.all_reduce(stacked, group=g.process_group)
     return tuple(stacked[i] / stacked[-1] for i in range(len(means)))
+
+
+def agree_all(mask: torch.Tensor) -> torch.Tensor:
+    """A per-sample boolean mask -> true only where it is true in every cfg group (one tiny all-reduce).
+
+    A block cache reuses a sample only if all of its streams may; under CFG parallelism cond and uncond sit in
+    different cfg groups, so each group's own answer is combined here. Without a cfg axis: returned unchanged."""
+    g = _cfg_collectives()
+    if g is None:
+        return mask
+    agreed = mask.to(torch.int32)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=g.process_group)
+    return agreed.bool()
+
+
+def agree_verdict(value: float, authoritative: bool) -> float:
+    """One number every cfg group uses: the largest among the groups whose value is `authoritative` (the groups
+    holding the stream a one-process run would have measured), else the largest of all. Without a cfg axis: `value`."""
+    g = _cfg_collectives()
+    if g is None:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if g.backend == "nccl" else torch.device("cpu")
+    both = torch.tensor([value if authoritative else -math.inf, value], dtype=torch.float64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=g.process_group)
+    return float(both[0]) if both[0] > -math.inf else float(both[1])

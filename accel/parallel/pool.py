@@ -157,10 +157,12 @@ class WorkerPool:
         return torch.device("cuda", torch.cuda.current_device()) if self.config.device == "cuda" else \
             torch.device("cpu")
 
-    def start_run(self, patches: tuple, threads: int | None = None) -> None:
+    def start_run(self, patches: tuple) -> None:
         """The run's full configuration: every patch of the host (switched-off ones too); workers rebuild their
-        host and state from it, so nothing survives from a previous run."""
+        host and state from it, so nothing survives from a previous run. Then every rank lays out the run's mesh."""
+        from .ulysses import cfg_groups_of
         self.send(("run", patches))
+        self.collective(lambda: comm.use_mesh(cfg_groups_of(patches)), "laying out the run's ranks")
 
     def call(self, args: tuple, kwargs: dict, to_slot: int | str, portable_options: dict) -> None:
         self.send(("call", _to_cpu(args), _to_cpu(kwargs), to_slot, _to_cpu(portable_options)))

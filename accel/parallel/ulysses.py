@@ -25,14 +25,16 @@ from ..patch import AttentionCall, BlockCall, DiTPatch, RunAttention, RunBlock
 from ..state import RunState
 from . import comm
 
-MODES = ("auto", "ulysses", "ring")
+MODES = ("auto", "ulysses", "ring", "cfg")
+CFG_GROUPS = 2  # mode "cfg": cond and uncond (ComfyUI's two conditioning chunks) on two halves of the ranks
 
 
 @dataclass(frozen=True)
 class SequenceParallelConfig:
-    """world_size: ranks the image tokens are split over (1 = the unpatched model, bit for bit).
+    """world_size: ranks in all (1 = the unpatched model, bit for bit).
     mode: "ulysses" (all-to-all head split), "ring" (keys/values gathered, every head local), "auto" (ulysses when
-        the attention heads divide by the world size, ring otherwise)."""
+        the attention heads divide by the ranks, ring otherwise), "cfg" (the conditioning chunks on two cfg groups
+        of world_size / 2 ranks, each splitting its tokens as "auto" does: 4 ranks = 2 cfg x 2 sequence)."""
 
     world_size: int = 2
     mode: str = "auto"
@@ -42,11 +44,28 @@ class SequenceParallelConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {self.world_size}")
+        if self.world_size > 1 and self.world_size % self.cfg_groups:
+            raise ValueError(f"mode 'cfg' needs an even number of devices (two cfg groups), got {self.world_size}")
+
+    @property
+    def cfg_groups(self) -> int:
+        """Groups the conditioning chunks are shared over (1: no cfg axis)."""
+        return CFG_GROUPS if self.mode == "cfg" and self.world_size > 1 else 1
+
+    @property
+    def sequence_ranks(self) -> int:
+        """Ranks that split one call's image tokens."""
+        return self.world_size // self.cfg_groups
 
     def mode_for(self, heads: int) -> str:
-        if self.mode != "auto":
+        if self.mode in ("ulysses", "ring"):
             return self.mode
-        return "ulysses" if heads % self.world_size == 0 else "ring"
+        return "ulysses" if heads % self.sequence_ranks == 0 else "ring"
+
+
+def cfg_groups_of(patches) -> int:
+    """The cfg group count of a run's patches (every rank lays out its mesh from it at the run's start)."""
+    return next((p.config.cfg_groups for p in patches if isinstance(p, SequenceParallelPatch)), 1)
 
 
 @dataclass
@@ -80,16 +99,22 @@ class SequenceParallelPatch(DiTPatch):
         comm.leave_run()
         split = self.run_data(run)
         calls = ", ".join(f"{n} {mode}" for mode, n in sorted(split.modes.items())) or "none"
-        return (f"{self.name}: {self.config.world_size} ranks, image tokens split {split.sizes or '-'}; "
+        line = (f"{self.name}: {self.config.world_size} ranks, image tokens split {split.sizes or '-'}; "
                 f"attention calls: {calls}")
+        if self.config.cfg_groups > 1:
+            line += (f"; cfg axis: {self.config.cfg_groups} groups x {self.config.sequence_ranks} ranks, "
+                     f"{run.metrics.get('cfg_split_calls', 0):.0f} model calls split by conditioning, "
+                     f"{run.metrics.get('cfg_whole_calls', 0):.0f} run whole on every group (fewer chunks than "
+                     "groups: CFG 1 or cond/uncond in separate calls; mode auto uses every device there)")
+        return line
 
     # ---- the token split ----------------------------------------------------------------------------------
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
-        if self.config.world_size <= 1:
+        if self.config.sequence_ranks <= 1:
             return
         group = comm.group()
-        if group is None or group.world != self.config.world_size:
-            raise comm.ParallelError(f"sequence parallelism over {self.config.world_size} ranks, but this process has "
+        if group is None or group.world != self.config.sequence_ranks:
+            raise comm.ParallelError(f"sequence parallelism over {self.config.sequence_ranks} ranks, but this process has "
                                      f"{'no worker processes' if group is None else f'{group.world} ranks'}; use the "
                                      "DiT Multi-GPU node (or accel.parallel.pool.WorkerPool outside ComfyUI)")
         split = self.run_data(run)
@@ -100,7 +125,7 @@ class SequenceParallelPatch(DiTPatch):
         call.args[self.layout.image_key] = hidden[:, start:start + split.sizes[group.rank]].contiguous()
 
     def around_block(self, run: RunState, ctx: StepContext, call: BlockCall, run_block: RunBlock) -> dict:
-        if self.config.world_size <= 1:
+        if self.config.sequence_ranks <= 1:
             return run_block(call.args)
         split = self.run_data(run)
         rank = comm.group().rank
@@ -143,7 +168,7 @@ class SequenceParallelPatch(DiTPatch):
         return torch.cat([txt, image] if self.layout.text_first else [image, txt], dim=dim)
 
     def after_blocks(self, run: RunState, ctx: StepContext, call: BlockCall, out: dict) -> dict:
-        if self.config.world_size <= 1:
+        if self.config.sequence_ranks <= 1:
             return out
         split = self.run_data(run)
         key = self.layout.image_key
@@ -160,7 +185,7 @@ class SequenceParallelPatch(DiTPatch):
     # ---- attention ------------------------------------------------------------------------------------------
     def around_attention(self, run: RunState, ctx: StepContext, call: AttentionCall,
                          run_attention: RunAttention) -> torch.Tensor:
-        if self.config.world_size <= 1:
+        if self.config.sequence_ranks <= 1:
             return run_attention(call)
         split = self.run_data(run)
         local = split.sizes[comm.group().rank] if split.sizes else -1

@@ -34,6 +34,8 @@ def serve(package: str, rank: int, world: int, port: int, backend: str, device: 
     transfer = importlib.import_module(f"{package}.accel.parallel.transfer")
     host_mod = importlib.import_module(f"{package}.accel.host")
     registry = importlib.import_module(f"{package}.accel.adapters.registry")
+    cfg_split = importlib.import_module(f"{package}.accel.parallel.cfg_split")
+    ulysses = importlib.import_module(f"{package}.accel.parallel.ulysses")
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -61,6 +63,7 @@ def serve(package: str, rank: int, world: int, port: int, backend: str, device: 
                 installed = {}
                 host.install(installed, model)
                 run = host.start_run()
+                comm.use_mesh(ulysses.cfg_groups_of(message[1]))
             elif kind == "call":
                 _, args, kwargs, slot, options = message
                 args, kwargs = _to(args, dev), _to(kwargs, dev)
@@ -69,12 +72,17 @@ def serve(package: str, rank: int, world: int, port: int, backend: str, device: 
                     args = args[:slot] + (to,) + args[slot + 1:]
                 else:
                     kwargs[slot] = to
-                x = args[0] if args else kwargs["x"]
-                x = x[0] if isinstance(x, (list, tuple)) else x
-                host.begin_call(to, x)
                 blocks = len(host.adapter.block_layout(model))
+
+                def forward(a, k, slot=slot):
+                    local = a[slot] if isinstance(slot, int) else k[slot]
+                    x = a[0] if a else k["x"]
+                    x = x[0] if isinstance(x, (list, tuple)) else x
+                    host.begin_call(local, x)
+                    return host.call_model(local, x, blocks, lambda: model(*a, **k))
+
                 with torch.no_grad():
-                    host.call_model(to, x, blocks, lambda: model(*args, **kwargs))
+                    cfg_split.call_shared(args, kwargs, slot, forward)
             elif kind == "end":
                 if run is not None:
                     host.end_run(run)

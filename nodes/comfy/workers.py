@@ -3,7 +3,9 @@
   * OUTER_SAMPLE (`MULTI_GPU_KEY`): makes sure the workers run (started on the first run, reused later, restarted
     when the node's settings change or a worker died), and ends the workers' run in `finally`;
   * DIFFUSION_MODEL (`MULTI_GPU_KEY`): on a run's first model call hands the workers the loaded (patched) weights
-    and the run's full configuration, then mirrors every call's inputs to them before rank 0 runs it.
+    and the run's full configuration, then mirrors every call's inputs to them before rank 0 runs it. It is the
+    outermost DIFFUSION_MODEL wrapper: under CFG parallelism it hands the inner ones (our host's, which builds the
+    step context) only this rank's conditioning chunks, and gathers every chunk's output after them.
 The workers hold a replica until ComfyUI drops the diffusion model (garbage collected) or exits.
 """
 from __future__ import annotations
@@ -17,7 +19,11 @@ from pathlib import Path
 
 import comfy.cli_args
 
+import comfy.patcher_extension
+
 from ...accel.host import CTX_KEY, HOST_KEY, RUN_KEY, AccelHost
+from ...accel.parallel.cfg_split import call_shared
+from ...accel.parallel.run import layout_for
 from ...accel.parallel.pool import PoolConfig, WorkerPool, check_devices, portable_options
 from ...accel.parallel.ulysses import SequenceParallelConfig, SequenceParallelPatch
 from .patcher import adapter_of, add_run_wrappers, apply_patch, per_run_options
@@ -42,18 +48,25 @@ def apply_multi_gpu(model, sequence: SequenceParallelConfig, pool: PoolConfig):
     if sequence.world_size <= 1:
         return model.clone()
     adapter = adapter_of(model)
-    if adapter.sequence_layout is None:
-        raise ValueError(f"DiT Multi-GPU does not support the {adapter.name} family yet: "
-                         f"{adapter.sequence_parallel_refusal}")
+    layout = layout_for(adapter, sequence)  # raises with the family's reason when it cannot
     check_devices(pool)
     settings = base64.b64encode(pickle.dumps(vars(comfy.cli_args.args))).decode()
     pool = PoolConfig(**{**pool.__dict__, "prelude": PRELUDE, "env": (("DIT_ACCEL_COMFY_ARGS", settings),)})
     patched = model.clone()
     add_run_wrappers(patched, MULTI_GPU_KEY, outer_sample_wrapper, diffusion_model_wrapper)
-    patched = apply_patch(patched, SequenceParallelPatch(sequence, adapter.sequence_layout), first=True,
+    patched = apply_patch(patched, SequenceParallelPatch(sequence, layout), first=True,
                           adapter=adapter)
+    _outermost(patched, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, MULTI_GPU_KEY)
     patched.model_options["transformer_options"][MULTI_GPU_KEY] = pool
     return patched
+
+
+def _outermost(patched, wrapper_type: str, key: str) -> None:
+    """Move `key`'s wrappers to the front (ComfyUI runs a type's wrappers in key order, the first outermost): the
+    cfg split must happen before our host (registered by an earlier DiT node) sees the call."""
+    wrappers = patched.wrappers.get(wrapper_type, {})
+    if key in wrappers:
+        patched.wrappers[wrapper_type] = {key: wrappers[key], **{k: v for k, v in wrappers.items() if k != key}}
 
 
 def current_pool(config: PoolConfig) -> WorkerPool:
@@ -102,7 +115,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     sent_args = tuple(None if i == slot else a for i, a in enumerate(args))
     sent_kwargs = {k: v for k, v in kwargs.items() if k != slot}
     pool.call(sent_args, sent_kwargs, slot, portable_options(to, _OURS))
-    return pool.collective(lambda: executor(*args, **kwargs), "in a model call")
+    return pool.collective(lambda: call_shared(args, kwargs, slot, lambda a, k: executor(*a, **k)), "in a model call")
 
 
 def _options_slot(args: tuple, kwargs: dict) -> tuple[int | str | None, dict | None]:

@@ -8,7 +8,7 @@ from dit_accel.accel.parallel.pool import PoolConfig, WorkerPool
 _POOL: list[WorkerPool] = []
 
 
-def shared_pool(timeout_s: float = 30.0) -> WorkerPool:
+def _shared_pool(timeout_s: float = 30.0) -> WorkerPool:
     if _POOL and _POOL[0].alive and _POOL[0].config.timeout_s == timeout_s:
         return _POOL[0]
     if _POOL:
@@ -19,7 +19,21 @@ def shared_pool(timeout_s: float = 30.0) -> WorkerPool:
 
 @pytest.fixture
 def pool() -> WorkerPool:
-    return shared_pool()
+    return _shared_pool()
+
+
+@pytest.fixture(name="shared_pool")
+def shared_pool_fixture():
+    """`shared_pool(timeout_s=...)`: the shared pool, restarted when its timeout differs."""
+    return _shared_pool
+
+
+@pytest.fixture
+def no_shared_pool():
+    """For a test that starts a pool of its own (one process group per process): the shared one makes way, and the
+    next test that asks for it starts a fresh one."""
+    while _POOL:
+        _POOL.pop().shutdown()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,8 +16,6 @@ from dit_accel.accel.parallel.ulysses import SequenceParallelConfig
 from dit_accel.accel.standalone import accelerated
 from dit_accel.reference.sampling import sample_euler_cfg, simple_schedule
 
-from conftest import shared_pool  # noqa: E402  (the directory's conftest: one pool for every parallel test)
-
 
 class Interrupted(Exception):
     """Stands in for ComfyUI's InterruptProcessingException, raised between steps by the sampler's callback."""
@@ -31,7 +29,7 @@ def _run(model, pool, steps=3, callback=None):
         return sample_euler_cfg(fn, noise, cond, None, simple_schedule(steps), 1.0, callback=callback)
 
 
-def test_interrupt_ends_the_run_and_keeps_the_pool(make_wan):
+def test_interrupt_ends_the_run_and_keeps_the_pool(make_wan, shared_pool):
     pool, model = shared_pool(), make_wan()
 
     def interrupt(step):
@@ -49,7 +47,7 @@ def test_interrupt_ends_the_run_and_keeps_the_pool(make_wan):
     assert torch.allclose(_run(model, pool), single, atol=1e-5)
 
 
-def test_killed_worker_fails_the_run_clearly(make_wan):
+def test_killed_worker_fails_the_run_clearly(make_wan, shared_pool):
     pool, model = shared_pool(), make_wan()
 
     def kill(step):
@@ -64,7 +62,7 @@ def test_killed_worker_fails_the_run_clearly(make_wan):
     assert not pool.alive
 
 
-def test_stuck_worker_times_out(make_wan):
+def test_stuck_worker_times_out(make_wan, shared_pool):
     pool, model = shared_pool(timeout_s=4.0), make_wan()
 
     def freeze(step):
