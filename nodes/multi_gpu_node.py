@@ -29,12 +29,14 @@ class DiTMultiGPU(io.ComfyNode):
             category="dit-accel",
             description="Splits the image/video tokens of every step across several GPUs (Ulysses sequence "
                         "parallelism on torch.distributed): each GPU runs every block on its share of the tokens "
-                        "and the GPUs swap heads for tokens around attention. Works at CFG 1 too. Worker processes "
-                        "start on the first run, are reused by later runs and stop when the model is unloaded. "
-                        "Chains with DiT Block Cache, DiT Forecast and DiT Sparse Attention.",
+                        "and the GPUs swap heads for tokens around attention. Works at CFG 1 too. Mode cfg adds a "
+                        "second axis: cond and uncond on separate halves of the GPUs. Worker processes start on the "
+                        "first run, are reused by later runs and stop when the model is unloaded. Chains with DiT "
+                        "Block Cache, DiT Forecast and DiT Sparse Attention.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan, the reference model; other families "
-                                                "say why they are not supported yet)."),
+                io.Model.Input("model", tooltip="The diffusion model. Token split: Wan, Flux, Chroma, Qwen-Image and "
+                                                "the reference model; mode cfg on 2 devices: every family but SD3. "
+                                                "Other cases say why they are refused."),
                 io.Int.Input("device_count", default=2, min=1, max=16,
                              tooltip="How many GPUs (or CPU processes) share each step. 1 returns the model "
                                      "unchanged. Refused when fewer GPUs are visible."),
@@ -42,7 +44,10 @@ class DiTMultiGPU(io.ComfyNode):
                                tooltip="auto: ulysses when the attention heads divide by the device count, ring "
                                        "otherwise. ulysses: each GPU attends with a share of the heads over all "
                                        "tokens (least traffic). ring: each GPU keeps every head for its tokens and "
-                                       "gathers the other GPUs' keys and values."),
+                                       "gathers the other GPUs' keys and values. cfg: cond and uncond run on two "
+                                       "halves of the GPUs (an even device_count), each half splitting its tokens "
+                                       "as auto does (4 GPUs = 2 cfg x 2 ulysses). Only for CFG > 1: at CFG 1 both "
+                                       "halves run the same call, so use auto there."),
                 io.String.Input("devices", default="", **ADVANCED,
                                 tooltip="CUDA device indices to use, e.g. '0,1' (one per device_count); empty: the "
                                         "first device_count devices. The first one runs in ComfyUI itself."),

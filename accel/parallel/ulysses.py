@@ -105,7 +105,8 @@ class SequenceParallelPatch(DiTPatch):
             line += (f"; cfg axis: {self.config.cfg_groups} groups x {self.config.sequence_ranks} ranks, "
                      f"{run.metrics.get('cfg_split_calls', 0):.0f} model calls split by conditioning, "
                      f"{run.metrics.get('cfg_whole_calls', 0):.0f} run whole on every group (fewer chunks than "
-                     "groups: CFG 1 or cond/uncond in separate calls; mode auto uses every device there)")
+                     "groups: CFG 1 or cond/uncond in separate calls; mode auto uses every device there); the other "
+                     "methods' lines count this group's rows")
         return line
 
     # ---- the token split ----------------------------------------------------------------------------------
