@@ -1,13 +1,14 @@
 """Sequence parallelism measured on the CPU: 2 ranks x 1 thread (gloo worker processes) against 1 process x 2 threads.
 
-    python benchmarks/multi_gpu_cpu.py [--shape reference|wan-1.3b-width] [--reps 3]
+    python benchmarks/multi_gpu_cpu.py [--shape reference|wan-1.3b-width] [--reps 3] [--layout auto|cfg]
 
 One model call (CFG batch of 2 rows, random weights, float32) timed `--reps` times after a warm-up call, median
 reported, for the plain model with 2 threads (and 1 thread, what each rank has) and for Ulysses over 2 ranks with 1 thread each; plus the share of the
 parallel call rank 0 spends inside all-to-alls (sending, receiving and waiting for the other rank). Both runs use the
 same two cores, so this measures the overhead of splitting, not a speedup from more hardware: on 2 GPUs each rank has
 its own device. Shapes: the reference model (256 wide, 8 blocks, 256 tokens) and Wan 1.3B's block width (1,536 wide,
-12 heads, FFN 8,960) at 2 blocks and 1,560 tokens (480p-like 1 x 30 x 52 latent grid).
+12 heads, FFN 8,960) at 2 blocks and 1,560 tokens (480p-like 1 x 30 x 52 latent grid). `--layout cfg`: the two
+rows are cond and uncond, one per rank (CFG parallelism), instead of every token split over both ranks.
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--mode", choices=("both", "single", "parallel"), default="both",
                         help="single / parallel: time one side only (for farm-bench's process-level A/B)")
+    parser.add_argument("--layout", choices=("auto", "cfg"), default="auto",
+                        help="the DiT Multi-GPU mode of the parallel side: token split (auto) or one row per rank")
     args = parser.parse_args()
     cfg, (h, w) = SHAPES[args.shape]
     torch.manual_seed(0)
@@ -56,7 +59,7 @@ def main():
     x, t = torch.randn(2, 16, 1, h, w), torch.full((2,), 500.0)
     context = torch.randn(2, 16, cfg.text_dim)
 
-    result = {"shape": args.shape, "tokens": (h // 2) * (w // 2), "width": cfg.dim, "blocks": cfg.num_layers,
+    result = {"shape": args.shape, "layout": args.layout, "tokens": (h // 2) * (w // 2), "width": cfg.dim, "blocks": cfg.num_layers,
               "rows": 2}
     torch.set_num_threads(2)
     with torch.no_grad():
@@ -72,11 +75,12 @@ def main():
     torch.set_num_threads(1)
     pool = WorkerPool(PoolConfig(world_size=2, threads=1, timeout_s=600))
     try:
-        host = with_sequence_parallel(AccelHost(adapter_for(model)), SequenceParallelConfig(2))
+        host = with_sequence_parallel(AccelHost(adapter_for(model)), SequenceParallelConfig(2, args.layout))
+        options = {"cond_or_uncond": [0, 1]}  # the two rows are a cond and an uncond chunk, as ComfyUI batches them
         with torch.no_grad(), parallel_accelerated(host, model, pool) as (fn, _, _):
-            out = fn(x, t, context, {})
+            out = fn(x, t, context, dict(options))
             comm.wire_stats(reset=True)
-            parallel = _time(lambda: fn(x, t, context, {}), args.reps)
+            parallel = _time(lambda: fn(x, t, context, dict(options)), args.reps)
             wire = comm.wire_stats()
     finally:
         pool.shutdown()

@@ -90,6 +90,44 @@ def modelled_step(shape: Shape, ranks: int, link: Interconnect) -> dict:
             "speedup": compute_1 / (compute_p + comm)}
 
 
+LATENT_VALUES_PER_TOKEN = 64  # the model output per image token: 16 latent channels x a 2x2 patch (Wan, Flux, Hunyuan)
+
+
+def modelled_step_cfg(shape: Shape, cfg_groups: int, sequence_ranks: int, link: Interconnect) -> dict | None:
+    """Per step under CFG parallelism: each of `cfg_groups` groups runs rows / cfg_groups rows, split over
+    `sequence_ranks` ranks by Ulysses; the rows' outputs are gathered once per call. None where the call has fewer
+    rows than groups (guidance-distilled models at CFG 1: nothing to split)."""
+    if shape.rows < cfg_groups:
+        return None
+    ranks = cfg_groups * sequence_ranks
+    compute_1 = shape.blocks * shape.block_flops() / link.flops_per_s
+    compute_p = compute_1 / ranks
+    # The sequence axis moves this group's rows only; the gather moves every other group's output rows.
+    comm = shape.blocks * shape.block_bytes_sent(sequence_ranks) / cfg_groups / link.bytes_per_s
+    gather = (shape.rows / cfg_groups * (cfg_groups - 1) * shape.image_tokens / sequence_ranks
+              * LATENT_VALUES_PER_TOKEN * 2)
+    comm += gather / link.bytes_per_s
+    return {"compute_s": compute_p, "comm_s": comm, "comm_share": comm / (compute_p + comm),
+            "speedup": compute_1 / (compute_p + comm)}
+
+
+def cfg_table(layouts=((2, 1), (2, 2), (2, 4))) -> str:
+    """CFG x Ulysses layouts against Ulysses alone on as many ranks, for the shapes that batch cond and uncond."""
+    rows = ["| shape | ranks | layout | link | comm ms / step | comm share | modelled speedup | Ulysses alone |",
+            "|---|---|---|---|---|---|---|---|"]
+    for shape in SHAPES.values():
+        for cfg_groups, sequence_ranks in layouts:
+            for link in LINKS:
+                m = modelled_step_cfg(shape, cfg_groups, sequence_ranks, link)
+                if m is None:
+                    continue
+                alone = modelled_step(shape, cfg_groups * sequence_ranks, link)
+                rows.append(f"| {shape.name} | {cfg_groups * sequence_ranks} | {cfg_groups} cfg x {sequence_ranks} "
+                            f"ulysses | {link.name} | {m['comm_s'] * 1e3:,.1f} | {m['comm_share']:.0%} | "
+                            f"{m['speedup']:.2f}x | {alone['speedup']:.2f}x |")
+    return "\n".join(rows)
+
+
 def table(ranks=(2, 4, 8)) -> str:
     rows = ["| shape | ranks | MB sent / block / rank | block GFLOP / rank | link | compute ms / step | "
             "comm ms / step | comm share | modelled speedup |", "|---|---|---|---|---|---|---|---|---|"]
@@ -106,3 +144,5 @@ def table(ranks=(2, 4, 8)) -> str:
 if __name__ == "__main__":
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     print(table())
+    print()
+    print(cfg_table())
