@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from . import comm
-from .transfer import broadcast_tensors, skeleton_of
+from .transfer import broadcast_tensors, skeleton_of, specs_of
 
 log = logging.getLogger("dit_accel")
 
@@ -49,6 +49,9 @@ class PoolConfig:
     # command-line settings), and environment variables for it.
     prelude: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    # Functions each worker calls once the pack is imported, as "module.path:function" inside the pack (the ComfyUI
+    # boundary registers our quantized-weight layouts with core there, as loading them does in rank 0).
+    setup: tuple[str, ...] = ()
 
     @property
     def backend(self) -> str:
@@ -89,7 +92,7 @@ class WorkerPool:
             log_file = tempfile.TemporaryFile()
             device = f"cuda:{(cfg.devices or tuple(range(cfg.world_size)))[rank]}" if cfg.device == "cuda" else "cpu"
             cmd = [sys.executable, str(WORKER_SCRIPT), str(PACKAGE_ROOT), PACKAGE_NAME, str(rank), str(cfg.world_size),
-                   str(port), cfg.backend, device, str(cfg.timeout_s), str(cfg.threads), cfg.prelude or ""]
+                   str(port), cfg.backend, device, str(cfg.timeout_s), str(cfg.threads), cfg.prelude or "", ",".join(cfg.setup)]
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file,
                                                env=env))
             self.logs.append(log_file)
@@ -148,7 +151,7 @@ class WorkerPool:
         if key == self.model_key:
             return False
         skeleton, tensors = skeleton_of(model)
-        self.send(("load", skeleton))
+        self.send(("load", skeleton, specs_of(tensors)))
         self.collective(lambda: broadcast_tensors(tensors, self._device()), "sending the weights")
         self.model_key = key
         return True

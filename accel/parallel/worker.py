@@ -1,7 +1,7 @@
 """A worker rank: holds a model replica and runs every model call of a run on its shard of the image tokens.
 
 Started by `pool.WorkerPool` as `python worker.py <pack folder> <package name> <rank> <world> <port> <backend>
-<device> <timeout_s> <threads> <prelude script or ''>`; reads pickled commands from stdin until "exit" or end of
+<device> <timeout_s> <threads> <prelude script or ''> <setup functions, comma-separated, or ''>`; reads pickled commands from stdin until "exit" or end of
 file (rank 0 gone). Any error is printed to stderr and ends the process: rank 0's next collective then fails with that
 message.
 """
@@ -53,9 +53,9 @@ def serve(package: str, rank: int, world: int, port: int, backend: str, device: 
             if kind == "exit":
                 return
             if kind == "load":
-                model, tensors = transfer.rebuild(message[1], dev)
+                tensors = transfer.allocate(message[2], dev)
                 transfer.broadcast_tensors(tensors, dev)
-                model.eval()
+                model = transfer.rebuild(message[1], tensors).eval()
             elif kind == "run":
                 if run is not None:  # the previous run never got its "end" (rank 0 failed mid-run)
                     host.end_run(run)
@@ -105,7 +105,7 @@ def _to(obj, device):
 
 
 def main(argv: list[str]) -> int:
-    root, package, rank, world, port, backend, device, timeout_s, threads, prelude = argv
+    root, package, rank, world, port, backend, device, timeout_s, threads, prelude, setup = argv
     import faulthandler
     import runpy
     import signal
@@ -117,6 +117,9 @@ def main(argv: list[str]) -> int:
     if prelude:
         runpy.run_path(prelude, run_name="dit_accel_worker_prelude")
     _import_package(root, package)
+    for target in filter(None, setup.split(",")):
+        module, function = target.split(":")
+        getattr(importlib.import_module(f"{package}.{module}"), function)()
     try:
         serve(package, int(rank), int(world), int(port), backend, device, float(timeout_s))
     except Exception:  # noqa: BLE001 - the message is for rank 0's error, which quotes our last lines

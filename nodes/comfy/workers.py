@@ -34,6 +34,7 @@ MULTI_GPU_KEY = "dit_accel_multi_gpu"      # wrapper key, and the PoolConfig's k
 _RUN_KEY = "dit_accel_multi_gpu_run"      # this run's worker-side progress, in the run's transformer_options
 _OURS = (RUN_KEY, CTX_KEY, HOST_KEY, MULTI_GPU_KEY, _RUN_KEY)
 PRELUDE = str(Path(__file__).with_name("worker_prelude.py"))
+QUANT_LAYOUTS = "nodes.comfy.quant_layout:register_layouts"  # DiT Quantize's TLQ layouts, on every worker
 
 _pool: list[WorkerPool] = []   # at most one per process: torch.distributed has one default group
 
@@ -51,7 +52,8 @@ def apply_multi_gpu(model, sequence: SequenceParallelConfig, pool: PoolConfig):
     layout = layout_for(adapter, sequence)  # raises with the family's reason when it cannot
     check_devices(pool)
     settings = base64.b64encode(pickle.dumps(vars(comfy.cli_args.args))).decode()
-    pool = PoolConfig(**{**pool.__dict__, "prelude": PRELUDE, "env": (("DIT_ACCEL_COMFY_ARGS", settings),)})
+    pool = PoolConfig(**{**pool.__dict__, "prelude": PRELUDE, "env": (("DIT_ACCEL_COMFY_ARGS", settings),),
+                         "setup": (QUANT_LAYOUTS,)})
     patched = model.clone()
     add_run_wrappers(patched, MULTI_GPU_KEY, outer_sample_wrapper, diffusion_model_wrapper)
     patched = apply_patch(patched, SequenceParallelPatch(sequence, layout), first=True,

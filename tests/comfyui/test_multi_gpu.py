@@ -108,3 +108,14 @@ def test_more_devices_than_visible_is_refused(node_registry):
     with pytest.raises(RuntimeError, match="asks for 16 CUDA devices"):
         _execute(node_registry, "DiTAccelMultiGPU", model=_patcher("wan"), device_count=16, mode="auto",
                  backend="cuda")
+
+
+@pytest.mark.parametrize("scheme", ["w8a8-convrot", "tlq-w4"])
+def test_quantized_weights_load_on_every_rank(node_registry, workers, scheme):
+    """A DiT Quantize model (comfy-kitchen QuantizedTensor weights: core's INT8 layout, our TLQ layout) reaches the
+    workers as its inner tensors and samples like one process."""
+    from dit_accel.nodes.quantize_node import quantize_model
+    quantized = quantize_model(_execute(node_registry, "DiTAccelReferenceModelLoader")[0], scheme)
+    alone = _digits(node_registry, quantized)
+    parallel = _digits(node_registry, _multi(node_registry, quantized))
+    assert (parallel - alone).abs().max() < 1e-3 * alone.abs().max(), float((parallel - alone).abs().max())
