@@ -51,10 +51,17 @@ class AttentionCall:
     # The call's attention mask (any layout ComfyUI passes), or None: a method that changes which keys a query sees
     # must honour it or leave the call alone.
     mask: torch.Tensor | None = None
+    # Under Ulysses a call holds a slice of the heads: the model's head `head_offset + i` is this call's head i.
+    head_offset: int = 0
+    model_heads: int | None = None  # the heads of the whole attention; None: this call holds them all
 
     @property
     def heads(self) -> int:
         return self.q.shape[1]
+
+    @property
+    def all_heads(self) -> int:
+        return self.model_heads or self.heads
 
     @property
     def head_dim(self) -> int:

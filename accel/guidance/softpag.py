@@ -243,13 +243,19 @@ class SoftPAGPatch(DiTPatch):
             return run_attention(call)  # SoftPAG blends self-attention maps only
         heads = self.layers[data.layer]
         if heads is not ALL_HEADS:
-            valid = tuple(h for h in heads if h < call.heads)
+            total = call.all_heads  # under multi-GPU the call holds heads head_offset.. of the model's `total`
+            valid = tuple(h for h in heads if h < total)
             if len(valid) < len(heads):
-                warn_once("heads", f"dit-accel softpag: layer {data.layer} has {call.heads} heads; heads "
-                          f"{[h for h in heads if h >= call.heads]} were ignored", said=data.warned)
+                warn_once("heads", f"dit-accel softpag: layer {data.layer} has {total} heads; heads "
+                          f"{[h for h in heads if h >= total]} were ignored", said=data.warned)
             if not valid:
                 return run_attention(call)
-            heads = None if len(valid) == call.heads else valid
+            local = tuple(h - call.head_offset for h in valid if 0 <= h - call.head_offset < call.heads)
+            data.perturbed_calls += 1  # counted on every rank alike, whichever holds the heads
+            if not local:
+                return run_attention(call)
+            return soft_identity_attention(call, None if len(local) == call.heads else local, self.config.alpha,
+                                           run_attention)
         data.perturbed_calls += 1
         return soft_identity_attention(call, heads, self.config.alpha, run_attention)
 

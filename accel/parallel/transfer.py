@@ -111,6 +111,11 @@ def broadcast_tensors(tensors: list[torch.Tensor], device: torch.device) -> None
     for t in tensors:
         data = t.detach()
         staged = data if data.device == device else data.to(device)
-        dist.broadcast(staged, src=0)
+        dist.broadcast(_on_the_wire(staged), src=0)
         if staged is not data:
             data.copy_(staged)
+
+
+def _on_the_wire(t: torch.Tensor) -> torch.Tensor:
+    # gloo has no float8 type (ComfyUI's fp8 weights): the same bytes travel as uint8.
+    return t.view(torch.uint8) if t.element_size() == 1 and t.dtype.is_floating_point else t

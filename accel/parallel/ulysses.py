@@ -230,7 +230,8 @@ class SequenceParallelPatch(DiTPatch):
                                  [(3, b, heads[rank], n, d) for n in split.sizes])
         full = self._join_text(text[:, :, h0[rank]:h0[rank] + heads[rank]], torch.cat(received, dim=3), dim=3)
         q, k, v = full.unbind(0)
-        out = run_attention(dataclasses.replace(call, q=q, k=k, v=v))  # (B, H/P, T + L, D)
+        out = run_attention(dataclasses.replace(call, q=q, k=k, v=v, head_offset=call.head_offset + h0[rank],
+                                                model_heads=call.all_heads))  # (B, H/P, T + L, D)
         out_text, out_image = self._split_text(out, text_len)
         # Head split -> sequence split; the text rows' heads go to every rank (each keeps the whole text stream).
         offsets = [sum(split.sizes[:r]) for r in range(world)]
