@@ -59,6 +59,29 @@ class _CallSplit:
     modes: dict[str, int] = field(default_factory=dict)  # attention calls per mode, for the summary
 
 
+def local_ranges(ranges, pieces: list[tuple[int, int, int]]) -> list[tuple]:
+    """Token ranges (start, end or None, *rest) over the one-process stream, onto a rank's stream made of `pieces`
+    (full start, full end, local start): each range keeps its part in every piece, the rest of the tuple unchanged.
+    A range that misses this rank's tokens is dropped (the model then leaves those tokens alone here too)."""
+    out = []
+    for a, b, *rest in ranges:
+        for lo_full, hi_full, lo_local in pieces:
+            lo, hi = max(a, lo_full), hi_full if b is None else min(b, hi_full)
+            if lo < hi:
+                out.append((lo - lo_full + lo_local, hi - lo_full + lo_local, *rest))
+    return out
+
+
+def _local_rows(key: str, value, start: int, local: int, total: int):
+    """A per-image-token block arg (B, L, ...) narrowed to this rank's tokens; one row for every token stays whole."""
+    if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[1] == 1:
+        return value
+    if value.shape[1] != total:
+        raise comm.ParallelError(f"block arg {key!r} has {value.shape[1]} rows on dim 1 for {total} image tokens; "
+                                 "the family's SequenceLayout is wrong for this model")
+    return value[:, start:start + local]
+
+
 class SequenceParallelPatch(DiTPatch):
     name = "sequence_parallel"
     run_type = _CallSplit  # this call's split (`run_data(run)`), like every patch's run data
@@ -119,15 +142,40 @@ class SequenceParallelPatch(DiTPatch):
                 raise comm.ParallelError(f"sequence parallelism cannot tell self- from cross-attention when the text "
                                          f"has as many tokens ({local}) as a rank's image shard; use another "
                                          f"number of devices or resolution")
-        if layout.pe_key is not None and isinstance(args.get(layout.pe_key), torch.Tensor):
+        for key, what in layout.refuse_keys:
+            if args.get(key) is not None:
+                raise comm.ParallelError(f"sequence parallelism cannot split {what} ({key!r}) yet; run this model "
+                                         "on one device")
+        if layout.pe_key is not None and args.get(layout.pe_key) is not None:
             args[layout.pe_key] = self._local_pe(args[layout.pe_key], split, rank)
+        start, total = sum(split.sizes[:rank]), sum(split.sizes)
+        for key in layout.token_keys:
+            args[key] = _local_rows(key, args.get(key), start, local, total)
+        if layout.range_keys:
+            pieces = self._pieces(call.kind in layout.joint_kinds, start, local, total, split.text)
+            for key in layout.range_keys:
+                if args.get(key) is not None:
+                    args[key] = local_ranges(args[key], pieces)
         split.active = True
         try:
             return run_block(args)
         finally:
             split.active = False
 
-    def _local_pe(self, pe: torch.Tensor, split: _CallSplit, rank: int) -> torch.Tensor:
+    def _pieces(self, joint: bool, start: int, local: int, total: int, text: int) -> list[tuple[int, int, int]]:
+        """Where this rank's `image_key` stream comes from in the one-process stream: (full start, full end, local
+        start) per contiguous piece. A joint stream keeps the whole text on every rank."""
+        if not joint or text == 0:
+            return [(start, start + local, 0)]
+        if self.layout.text_first:
+            return [(0, text, 0), (text + start, text + start + local, text)]
+        return [(start, start + local, 0), (total, total + text, local)]
+
+    def _local_pe(self, pe, split: _CallSplit, rank: int):
+        if isinstance(pe, (tuple, list)):  # a tuple of tables (LTX-Video: cos and sin, or a matrix and a flag)
+            return type(pe)(self._local_pe(t, split, rank) if isinstance(t, torch.Tensor) else t for t in pe)
+        if not isinstance(pe, torch.Tensor):
+            return pe
         dim = self.layout.pe_token_dim
         total = sum(split.sizes)
         text = pe.shape[dim] - total  # rotary rows of joint text tokens, if the table covers them

@@ -134,10 +134,10 @@ def _patcher(name: str, spec: Spec | None = None):
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
-def _sample(model, name: str) -> torch.Tensor:
+def _sample(model, name: str, spec: Spec | None = None) -> torch.Tensor:
     import comfy.nested_tensor
     import nodes
-    spec = SPECS[name]
+    spec = spec or SPECS[name]
     g = torch.Generator().manual_seed(1)
 
     def cond():
