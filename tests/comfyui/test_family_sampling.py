@@ -31,6 +31,7 @@ class Spec:
     latent: tuple[int, ...] | None  # latent shape without the batch; None: LTX-2's [video, audio] NestedTensor
     context_dim: int
     cond: dict = field(default_factory=dict)  # extra conditioning: key -> shape (random values) or a fixed tensor
+    noise_mask: torch.Tensor | None = None  # the latent's noise mask (image-to-video: a kept first frame)
 
 
 _FLUX_LIKE = dict(vec_in_dim=None, context_in_dim=32, hidden_size=64, mlp_ratio=4.0, num_heads=4, depth=2,
@@ -149,8 +150,8 @@ def _sample(model, name: str, spec: Spec | None = None) -> torch.Tensor:
         latent = comfy.nested_tensor.NestedTensor((torch.zeros(1, 128, 2, 4, 4), torch.zeros(1, 8, 4, 16)))
     else:
         latent = torch.zeros(1, *spec.latent)
-    out = nodes.common_ksampler(model, 0, STEPS, CFG, "euler", "simple", positive, negative,
-                                {"samples": latent})[0]["samples"]
+    samples = {"samples": latent} if spec.noise_mask is None else {"samples": latent, "noise_mask": spec.noise_mask}
+    out = nodes.common_ksampler(model, 0, STEPS, CFG, "euler", "simple", positive, negative, samples)[0]["samples"]
     parts = out.tensors if hasattr(out, "tensors") else [out]
     return torch.cat([p.flatten() for p in parts])
 

@@ -42,6 +42,8 @@ VARIANTS = {
     "hunyuan_video_i2v": ("hunyuan_video", dataclasses.replace(
         SPECS["hunyuan_video"], latent=(16, 2, 8, 8),
         cond={**SPECS["hunyuan_video"].cond, "guiding_frame_index": torch.tensor(0.0)})),
+    # Image-to-video: the noise mask keeps the first frame, so every token gets its own timestep row ((B, L, 6C)).
+    "ltxv_i2v": ("ltxv", dataclasses.replace(SPECS["ltxv"], noise_mask=torch.tensor([0.0, 1.0]).view(1, 1, 2, 1, 1))),
 }
 CASES = {**{name: (name, SPECS[name]) for name in SPECS}, **VARIANTS}
 
