@@ -52,6 +52,18 @@ class SequenceLayout:
     range_keys: tuple[str, ...] = ()
     # (block arg, what it is): args that must be None (or absent) under sequence parallelism.
     refuse_keys: tuple[tuple[str, str], ...] = ()
+    # (block arg, why): args that must hold one row for every token (dim 1 of size 1): per-token values are refused.
+    single_row_keys: tuple[tuple[str, str], ...] = ()
+    # Further rotary tables over the image tokens, split like `pe_key` (LTX-2's audio-video cross-attention ones).
+    extra_pe_keys: tuple[str, ...] = ()
+    # A `token_keys` value that is not a tensor (LTX-2's per-frame compressed timesteps) -> its (B, L, C) tensor.
+    token_tensor: Callable[[object], torch.Tensor] | None = None
+    # Block args with token streams every rank keeps whole besides "txt" (LTX-2's audio and its two text contexts):
+    # one as long as a rank's image shard would make self- and cross-attention look alike, so it is refused.
+    whole_keys: tuple[str, ...] = ()
+    # Attention of other tokens onto the image tokens (LTX-2's video-to-audio cross-attention: audio queries, video
+    # keys): every rank gathers the image keys and values for it.
+    cross_onto_image: bool = False
 
 
 class FamilyAdapter:

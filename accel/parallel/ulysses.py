@@ -72,10 +72,20 @@ def local_ranges(ranges, pieces: list[tuple[int, int, int]]) -> list[tuple]:
     return out
 
 
-def _local_rows(key: str, value, start: int, local: int, total: int):
-    """A per-image-token block arg (B, L, ...) narrowed to this rank's tokens; one row for every token stays whole."""
-    if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[1] == 1:
+def _as_tensor(value, to_tensor=None):
+    """A block arg as a tensor, where the family gives a way (`SequenceLayout.token_tensor`) for its own container."""
+    if to_tensor is None or value is None or isinstance(value, torch.Tensor):
         return value
+    return to_tensor(value)
+
+
+def _local_rows(key: str, value, start: int, local: int, total: int, to_tensor=None):
+    """A per-image-token block arg (B, L, ...) narrowed to this rank's tokens; one row for every token stays whole
+    (and as it was: `to_tensor` turns a family's own container into its tensor only to look)."""
+    rows = _as_tensor(value, to_tensor)
+    if not isinstance(rows, torch.Tensor) or rows.dim() < 2 or rows.shape[1] == 1:
+        return value
+    value = rows
     if value.shape[1] != total:
         raise comm.ParallelError(f"block arg {key!r} has {value.shape[1]} rows on dim 1 for {total} image tokens; "
                                  "the family's SequenceLayout is wrong for this model")
@@ -142,15 +152,27 @@ class SequenceParallelPatch(DiTPatch):
                 raise comm.ParallelError(f"sequence parallelism cannot tell self- from cross-attention when the text "
                                          f"has as many tokens ({local}) as a rank's image shard; use another "
                                          f"number of devices or resolution")
+        for key in layout.whole_keys:
+            value = args.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[1] == local:
+                raise comm.ParallelError(f"sequence parallelism cannot tell {key!r} ({local} tokens, kept whole) from "
+                                         f"a rank's image shard of the same length; use another number of devices "
+                                         "or resolution")
         for key, what in layout.refuse_keys:
             if args.get(key) is not None:
                 raise comm.ParallelError(f"sequence parallelism cannot split {what} ({key!r}) yet; run this model "
                                          "on one device")
-        if layout.pe_key is not None and args.get(layout.pe_key) is not None:
-            args[layout.pe_key] = self._local_pe(args[layout.pe_key], split, rank)
+        for key, why in layout.single_row_keys:
+            rows = _as_tensor(args.get(key), layout.token_tensor)
+            if isinstance(rows, torch.Tensor) and rows.dim() >= 2 and rows.shape[1] > 1:
+                raise comm.ParallelError(f"sequence parallelism cannot run this model with a value per token in "
+                                         f"{key!r} yet: {why}; run it on one device")
+        for key in ((layout.pe_key,) if layout.pe_key is not None else ()) + layout.extra_pe_keys:
+            if args.get(key) is not None:
+                args[key] = self._local_pe(args[key], split, rank)
         start, total = sum(split.sizes[:rank]), sum(split.sizes)
         for key in layout.token_keys:
-            args[key] = _local_rows(key, args.get(key), start, local, total)
+            args[key] = _local_rows(key, args.get(key), start, local, total, layout.token_tensor)
         if layout.range_keys:
             pieces = self._pieces(call.kind in layout.joint_kinds, start, local, total, split.text)
             for key in layout.range_keys:
@@ -213,6 +235,13 @@ class SequenceParallelPatch(DiTPatch):
         split = self.run_data(run)
         local = split.sizes[comm.group().rank] if split.sizes else -1
         tokens = call.q.shape[2]
+        if self.layout.cross_onto_image and split.active and call.k.shape[2] == local != tokens:
+            # Other tokens (kept whole) attending to the image: they need every rank's image keys and values.
+            if call.mask is not None:
+                raise comm.ParallelError("this model masks an attention onto a rank's image tokens; sequence "
+                                         "parallelism cannot extend that mask to every rank's tokens yet")
+            split.modes["cross"] = split.modes.get("cross", 0) + 1
+            return self._kv_gather(call, split, 0, run_attention)
         # Joint text + image self-attention, or image-only self-attention (SD3.5's second call); anything else
         # (cross-attention onto the text, refiners outside the block loop) runs locally.
         if not split.active or call.k.shape[2] != tokens or tokens not in (split.text + local, local):
