@@ -33,8 +33,9 @@ class DiTMultiGPU(io.ComfyNode):
                         "start on the first run, are reused by later runs and stop when the model is unloaded. "
                         "Chains with DiT Block Cache, DiT Forecast and DiT Sparse Attention.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan, the reference model; other families "
-                                                "say why they are not supported yet)."),
+                io.Model.Input("model", tooltip="The diffusion model: Wan, Flux, Chroma, Qwen-Image, HunyuanVideo, "
+                                                "LTX-Video, LTX-2 (text-to-video), Lumina 2 / Z-Image, the reference "
+                                                "model. SD3 is refused, saying why."),
                 io.Int.Input("device_count", default=2, min=1, max=16,
                              tooltip="How many GPUs (or CPU processes) share each step. 1 returns the model "
                                      "unchanged. Refused when fewer GPUs are visible."),

@@ -2,11 +2,14 @@
 
 Every rank runs the same model on its own contiguous shard of the image/video tokens; text tokens stay whole on every
 rank. Outside attention nothing crosses the wire: norms, modulation, FFN and cross-attention onto the text are per
-token. Around each self-attention (or joint text+image attention) one all-to-all turns q, k, v from (B, H, L/P, D)
-into (B, H/P, L, D), the unchanged attention backend (or an inner patch: sparse attention) runs on the whole sequence
-for its head group, and one more all-to-all turns the output back. Where the heads should not be split ("ring" mode;
-"auto" picks it when the heads do not divide by the world size) each rank keeps its queries and every head, and
-gathers the other ranks' keys and values instead: ring attention's volume, without its overlap.
+token, and the block args that run over the tokens (rotary tables, per-token timesteps, token ranges: the family's
+`SequenceLayout`) are narrowed to the shard with it. Around each self-attention (or joint text+image attention) one
+all-to-all turns q, k, v from (B, H, L/P, D) into (B, H/P, L, D), the unchanged attention backend (or an inner patch:
+sparse attention) runs on the whole sequence for its head group, and one more all-to-all turns the output back.
+Attention of whole streams onto the image (LTX-2's audio queries onto the video) gathers the image keys and values.
+Where the heads should not be split ("ring" mode; "auto" picks it when the heads do not divide by the world size) each
+rank keeps its queries and every head, and gathers the other ranks' keys and values instead: ring attention's volume,
+without its overlap.
 
 The split happens in `before_blocks` (first patch: every inner patch sees the shard, so block caches keep per-shard
 state and their memory divides by the world size); the gather in `after_blocks` (the host runs it last), so the
@@ -85,11 +88,10 @@ def _local_rows(key: str, value, start: int, local: int, total: int, to_tensor=N
     rows = _as_tensor(value, to_tensor)
     if not isinstance(rows, torch.Tensor) or rows.dim() < 2 or rows.shape[1] == 1:
         return value
-    value = rows
-    if value.shape[1] != total:
-        raise comm.ParallelError(f"block arg {key!r} has {value.shape[1]} rows on dim 1 for {total} image tokens; "
+    if rows.shape[1] != total:
+        raise comm.ParallelError(f"block arg {key!r} has {rows.shape[1]} rows on dim 1 for {total} image tokens; "
                                  "the family's SequenceLayout is wrong for this model")
-    return value[:, start:start + local]
+    return rows[:, start:start + local]
 
 
 class SequenceParallelPatch(DiTPatch):
@@ -152,6 +154,17 @@ class SequenceParallelPatch(DiTPatch):
                 raise comm.ParallelError(f"sequence parallelism cannot tell self- from cross-attention when the text "
                                          f"has as many tokens ({local}) as a rank's image shard; use another "
                                          f"number of devices or resolution")
+        self._refuse_unsplittable(args, local)
+        self._localize(call.kind in layout.joint_kinds, args, split, rank)
+        split.active = True
+        try:
+            return run_block(args)
+        finally:
+            split.active = False
+
+    def _refuse_unsplittable(self, args: dict, local: int) -> None:
+        """Fail with the family's reason on block args the split cannot follow (yet), before anything is computed."""
+        layout = self.layout
         for key in layout.whole_keys:
             value = args.get(key)
             if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[1] == local:
@@ -167,22 +180,22 @@ class SequenceParallelPatch(DiTPatch):
             if isinstance(rows, torch.Tensor) and rows.dim() >= 2 and rows.shape[1] > 1:
                 raise comm.ParallelError(f"sequence parallelism cannot run this model with a value per token in "
                                          f"{key!r} yet: {why}; run it on one device")
+
+    def _localize(self, joint: bool, args: dict, split: _CallSplit, rank: int) -> None:
+        """The block args that run over the tokens (rotary tables, per-token rows, token ranges), in place in this
+        block call's copy of the args, narrowed to this rank's tokens."""
+        layout = self.layout
         for key in ((layout.pe_key,) if layout.pe_key is not None else ()) + layout.extra_pe_keys:
             if args.get(key) is not None:
                 args[key] = self._local_pe(args[key], split, rank)
-        start, total = sum(split.sizes[:rank]), sum(split.sizes)
+        start, local, total = sum(split.sizes[:rank]), split.sizes[rank], sum(split.sizes)
         for key in layout.token_keys:
             args[key] = _local_rows(key, args.get(key), start, local, total, layout.token_tensor)
         if layout.range_keys:
-            pieces = self._pieces(call.kind in layout.joint_kinds, start, local, total, split.text)
+            pieces = self._pieces(joint, start, local, total, split.text)
             for key in layout.range_keys:
                 if args.get(key) is not None:
                     args[key] = local_ranges(args[key], pieces)
-        split.active = True
-        try:
-            return run_block(args)
-        finally:
-            split.active = False
 
     def _pieces(self, joint: bool, start: int, local: int, total: int, text: int) -> list[tuple[int, int, int]]:
         """Where this rank's `image_key` stream comes from in the one-process stream: (full start, full end, local

@@ -1,5 +1,6 @@
 """DiT Multi-GPU through ComfyUI's own sampler (KSampler's path, CFG 3) with gloo worker processes on the CPU: every
-family's tiny model gives the one-process sample at world size 2 (or the family refuses, saying why), the reference
+family's tiny model gives the one-process sample at world size 2 (or the family refuses, saying why), and so do the
+variants whose inputs the split must follow (per-token ranges and timesteps) or refuse, saying why; the reference
 model reuses its workers across runs and composes with DiT Block Cache, and one device is the model unchanged."""
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ VARIANTS = {
 }
 CASES = {**{name: (name, SPECS[name]) for name in SPECS}, **VARIANTS}
 # Variants a family refuses when the run starts, with (part of) the reason.
-REFUSED_VARIANTS = {"ltxav_i2v": "a value per token in 'v_timestep' yet: the worker processes replay LTXAVModel.forward"}
+REFUSED_VARIANTS = {
+    "ltxav_i2v": "a value per token in 'v_timestep' yet: the worker processes replay LTXAVModel.forward",
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
