@@ -34,9 +34,9 @@ class DiTMultiGPU(io.ComfyNode):
                         "first run, are reused by later runs and stop when the model is unloaded. Chains with DiT "
                         "Block Cache, DiT Forecast and DiT Sparse Attention.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model. Token split: Wan, Flux, Chroma, Qwen-Image and "
-                                                "the reference model; mode cfg on 2 devices: every family but SD3. "
-                                                "Other cases say why they are refused."),
+                io.Model.Input("model", tooltip="The diffusion model: Wan, Flux, Chroma, Qwen-Image, HunyuanVideo, "
+                                                "LTX-Video, LTX-2 (text-to-video), Lumina 2 / Z-Image, the reference "
+                                                "model. SD3 is refused, saying why."),
                 io.Int.Input("device_count", default=2, min=1, max=16,
                              tooltip="How many GPUs (or CPU processes) share each step. 1 returns the model "
                                      "unchanged. Refused when fewer GPUs are visible."),

@@ -33,7 +33,10 @@ class SequenceLayout:
     """Where a family's image tokens sit, for sequence parallelism (`accel/parallel/ulysses.py`).
 
     Image tokens are split across ranks along dim 1 of `image_key`; the rotary table `pe_key` is split with them
-    along `pe_token_dim` (its text rows, if any, stay whole). Text stays whole on every rank."""
+    along `pe_token_dim` (its text rows, if any, stay whole; a tuple of tables, LTX-Video's, has each tensor split).
+    Text stays whole on every rank. Other block args that run over the tokens are named so the split can follow:
+    `token_keys` (a value per image token on dim 1), `range_keys` (token ranges), and `refuse_keys` (what cannot
+    be split yet: the run fails with the reason instead of computing something else)."""
 
     image_key: str = "img"            # block arg holding the image tokens (B, L, C)
     pe_key: str | None = "pe"         # block arg holding the rotary table, None if the blocks get none
@@ -41,6 +44,26 @@ class SequenceLayout:
     text_key: str | None = None       # block arg holding the text stream that joins the image in one attention call
     joint_kinds: tuple[str, ...] = () # block kinds whose `image_key` stream is already [text | image] (Flux single)
     text_first: bool = True           # order of text and image in a joint attention call and a joint stream
+    # Block args with one row per image token on dim 1 (LTX-Video's per-token timesteps, (B, L, C)); a size-1 dim 1
+    # (one value for every token) is left whole.
+    token_keys: tuple[str, ...] = ()
+    # Block args holding token ranges (start, end or None, *rest) over the `image_key` stream as the block gets it
+    # (HunyuanVideo's modulation_dims, Lumina's timestep_zero_index); remapped onto the rank's own tokens.
+    range_keys: tuple[str, ...] = ()
+    # (block arg, what it is): args that must be None (or absent) under sequence parallelism.
+    refuse_keys: tuple[tuple[str, str], ...] = ()
+    # (block arg, why): args that must hold one row for every token (dim 1 of size 1): per-token values are refused.
+    single_row_keys: tuple[tuple[str, str], ...] = ()
+    # Further rotary tables over the image tokens, split like `pe_key` (LTX-2's audio-video cross-attention ones).
+    extra_pe_keys: tuple[str, ...] = ()
+    # A `token_keys` value that is not a tensor (LTX-2's per-frame compressed timesteps) -> its (B, L, C) tensor.
+    token_tensor: Callable[[object], torch.Tensor] | None = None
+    # Block args with token streams every rank keeps whole besides "txt" (LTX-2's audio and its two text contexts):
+    # one as long as a rank's image shard would make self- and cross-attention look alike, so it is refused.
+    whole_keys: tuple[str, ...] = ()
+    # Attention of other tokens onto the image tokens (LTX-2's video-to-audio cross-attention: audio queries, video
+    # keys): every rank gathers the image keys and values for it.
+    cross_onto_image: bool = False
 
 
 class FamilyAdapter:

@@ -19,6 +19,12 @@ Attention: `JointAttention` calls `optimized_attention_masked(q, k, v, heads, ma
 transformer_options=...)` in both versions, so `optimized_attention_override` sees every call (main layers and the
 context / noise refiners) as (B, H, L, D) with heads positional. NextDiT writes `block_type` / `block_index` only in the
 main loop: calls without them are the refiners' single-stream self-attention.
+
+Sequence parallelism: the main layers are single-stream (caption and image tokens go through the same weights, the
+adaLN rows apply to every token), so the whole joint [caption | image] stream is split across ranks as one sequence,
+with its rotary table `freqs_cis` (B, L, 1, ...) on dim 1; the caption needs no special place. Omni's
+`timestep_zero_index` ((start, end) token ranges with the zero-timestep row) is remapped onto each rank's tokens.
+`x_mask` is None in both versions (captions are padded to one length); a padding mask would be refused.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import re
 import torch
 
 from ..patch import AttentionCall
-from .base import BlockKind, FamilyAdapter
+from .base import BlockKind, FamilyAdapter, SequenceLayout
 from .registry import register_adapter
 
 LAYER_KEY = "dit_accel_lumina_layer"  # our patches_replace["dit"] key; only LayerForward reads it
@@ -104,8 +110,8 @@ class LuminaAdapter(FamilyAdapter):
     transformer_options_arg = -1
     head_count_paths = ("n_heads",)
     attention_kind = "joint"
-    sequence_parallel_refusal = ("its layers are patched as model objects over a [caption | image] stream with "
-                                 "per-row padding, which the token split does not map yet")
+    sequence_layout = SequenceLayout(pe_key="freqs_cis", pe_token_dim=1, range_keys=("timestep_zero_index",),
+                                     refuse_keys=(("x_mask", "a padding mask over the caption and image tokens"),))
 
     def missing_hooks(self, model_class: type) -> list[str]:
         try:

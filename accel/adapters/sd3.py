@@ -23,5 +23,9 @@ class SD3Adapter(FamilyAdapter):
     transformer_options_arg = -1
     has_model_wrapper = False
     attention_kind = "joint"
-    sequence_parallel_refusal = ("ComfyUI runs its forward without a DIFFUSION_MODEL wrapper, the hook that hands "
-                                 "each model call to the worker processes")
+    # The token layout itself is plain (joint [context | x], no rotary table, SD3.5's extra image-only attention
+    # already handled); what is missing is a way to mirror each call to the workers. ComfyUI does run an APPLY_MODEL
+    # wrapper for SD3 (model_base.BaseModel.apply_model, 0.8.0 and 0.33.0), but that wraps the model-base step (input
+    # scaling, conditioning), not the diffusion model's call the workers replay.
+    sequence_parallel_refusal = ("ComfyUI runs its forward without a DIFFUSION_MODEL wrapper (0.8.0 and 0.33.0), the "
+                                 "hook that hands each model call to the worker processes")

@@ -2,11 +2,14 @@
 
 Every rank runs the same model on its own contiguous shard of the image/video tokens; text tokens stay whole on every
 rank. Outside attention nothing crosses the wire: norms, modulation, FFN and cross-attention onto the text are per
-token. Around each self-attention (or joint text+image attention) one all-to-all turns q, k, v from (B, H, L/P, D)
-into (B, H/P, L, D), the unchanged attention backend (or an inner patch: sparse attention) runs on the whole sequence
-for its head group, and one more all-to-all turns the output back. Where the heads should not be split ("ring" mode;
-"auto" picks it when the heads do not divide by the world size) each rank keeps its queries and every head, and
-gathers the other ranks' keys and values instead: ring attention's volume, without its overlap.
+token, and the block args that run over the tokens (rotary tables, per-token timesteps, token ranges: the family's
+`SequenceLayout`) are narrowed to the shard with it. Around each self-attention (or joint text+image attention) one
+all-to-all turns q, k, v from (B, H, L/P, D) into (B, H/P, L, D), the unchanged attention backend (or an inner patch:
+sparse attention) runs on the whole sequence for its head group, and one more all-to-all turns the output back.
+Attention of whole streams onto the image (LTX-2's audio queries onto the video) gathers the image keys and values.
+Where the heads should not be split ("ring" mode; "auto" picks it when the heads do not divide by the world size) each
+rank keeps its queries and every head, and gathers the other ranks' keys and values instead: ring attention's volume,
+without its overlap.
 
 The split happens in `before_blocks` (first patch: every inner patch sees the shard, so block caches keep per-shard
 state and their memory divides by the world size); the gather in `after_blocks` (the host runs it last), so the
@@ -78,6 +81,38 @@ class _CallSplit:
     modes: dict[str, int] = field(default_factory=dict)  # attention calls per mode, for the summary
 
 
+def local_ranges(ranges, pieces: list[tuple[int, int, int]]) -> list[tuple]:
+    """Token ranges (start, end or None, *rest) over the one-process stream, onto a rank's stream made of `pieces`
+    (full start, full end, local start): each range keeps its part in every piece, the rest of the tuple unchanged.
+    A range that misses this rank's tokens is dropped (the model then leaves those tokens alone here too)."""
+    out = []
+    for a, b, *rest in ranges:
+        for lo_full, hi_full, lo_local in pieces:
+            lo, hi = max(a, lo_full), hi_full if b is None else min(b, hi_full)
+            if lo < hi:
+                out.append((lo - lo_full + lo_local, hi - lo_full + lo_local, *rest))
+    return out
+
+
+def _as_tensor(value, to_tensor=None):
+    """A block arg as a tensor, where the family gives a way (`SequenceLayout.token_tensor`) for its own container."""
+    if to_tensor is None or value is None or isinstance(value, torch.Tensor):
+        return value
+    return to_tensor(value)
+
+
+def _local_rows(key: str, value, start: int, local: int, total: int, to_tensor=None):
+    """A per-image-token block arg (B, L, ...) narrowed to this rank's tokens; one row for every token stays whole
+    (and as it was: `to_tensor` turns a family's own container into its tensor only to look)."""
+    rows = _as_tensor(value, to_tensor)
+    if not isinstance(rows, torch.Tensor) or rows.dim() < 2 or rows.shape[1] == 1:
+        return value
+    if rows.shape[1] != total:
+        raise comm.ParallelError(f"block arg {key!r} has {rows.shape[1]} rows on dim 1 for {total} image tokens; "
+                                 "the family's SequenceLayout is wrong for this model")
+    return rows[:, start:start + local]
+
+
 class SequenceParallelPatch(DiTPatch):
     name = "sequence_parallel"
     run_type = _CallSplit  # this call's split (`run_data(run)`), like every patch's run data
@@ -145,15 +180,63 @@ class SequenceParallelPatch(DiTPatch):
                 raise comm.ParallelError(f"sequence parallelism cannot tell self- from cross-attention when the text "
                                          f"has as many tokens ({local}) as a rank's image shard; use another "
                                          f"number of devices or resolution")
-        if layout.pe_key is not None and isinstance(args.get(layout.pe_key), torch.Tensor):
-            args[layout.pe_key] = self._local_pe(args[layout.pe_key], split, rank)
+        self._refuse_unsplittable(args, local)
+        self._localize(call.kind in layout.joint_kinds, args, split, rank)
         split.active = True
         try:
             return run_block(args)
         finally:
             split.active = False
 
-    def _local_pe(self, pe: torch.Tensor, split: _CallSplit, rank: int) -> torch.Tensor:
+    def _refuse_unsplittable(self, args: dict, local: int) -> None:
+        """Fail with the family's reason on block args the split cannot follow (yet), before anything is computed."""
+        layout = self.layout
+        for key in layout.whole_keys:
+            value = args.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[1] == local:
+                raise comm.ParallelError(f"sequence parallelism cannot tell {key!r} ({local} tokens, kept whole) from "
+                                         f"a rank's image shard of the same length; use another number of devices "
+                                         "or resolution")
+        for key, what in layout.refuse_keys:
+            if args.get(key) is not None:
+                raise comm.ParallelError(f"sequence parallelism cannot split {what} ({key!r}) yet; run this model "
+                                         "on one device")
+        for key, why in layout.single_row_keys:
+            rows = _as_tensor(args.get(key), layout.token_tensor)
+            if isinstance(rows, torch.Tensor) and rows.dim() >= 2 and rows.shape[1] > 1:
+                raise comm.ParallelError(f"sequence parallelism cannot run this model with a value per token in "
+                                         f"{key!r} yet: {why}; run it on one device")
+
+    def _localize(self, joint: bool, args: dict, split: _CallSplit, rank: int) -> None:
+        """The block args that run over the tokens (rotary tables, per-token rows, token ranges), in place in this
+        block call's copy of the args, narrowed to this rank's tokens."""
+        layout = self.layout
+        for key in ((layout.pe_key,) if layout.pe_key is not None else ()) + layout.extra_pe_keys:
+            if args.get(key) is not None:
+                args[key] = self._local_pe(args[key], split, rank)
+        start, local, total = sum(split.sizes[:rank]), split.sizes[rank], sum(split.sizes)
+        for key in layout.token_keys:
+            args[key] = _local_rows(key, args.get(key), start, local, total, layout.token_tensor)
+        if layout.range_keys:
+            pieces = self._pieces(joint, start, local, total, split.text)
+            for key in layout.range_keys:
+                if args.get(key) is not None:
+                    args[key] = local_ranges(args[key], pieces)
+
+    def _pieces(self, joint: bool, start: int, local: int, total: int, text: int) -> list[tuple[int, int, int]]:
+        """Where this rank's `image_key` stream comes from in the one-process stream: (full start, full end, local
+        start) per contiguous piece. A joint stream keeps the whole text on every rank."""
+        if not joint or text == 0:
+            return [(start, start + local, 0)]
+        if self.layout.text_first:
+            return [(0, text, 0), (text + start, text + start + local, text)]
+        return [(start, start + local, 0), (total, total + text, local)]
+
+    def _local_pe(self, pe, split: _CallSplit, rank: int):
+        if isinstance(pe, (tuple, list)):  # a tuple of tables (LTX-Video: cos and sin, or a matrix and a flag)
+            return type(pe)(self._local_pe(t, split, rank) if isinstance(t, torch.Tensor) else t for t in pe)
+        if not isinstance(pe, torch.Tensor):
+            return pe
         dim = self.layout.pe_token_dim
         total = sum(split.sizes)
         text = pe.shape[dim] - total  # rotary rows of joint text tokens, if the table covers them
@@ -191,6 +274,13 @@ class SequenceParallelPatch(DiTPatch):
         split = self.run_data(run)
         local = split.sizes[comm.group().rank] if split.sizes else -1
         tokens = call.q.shape[2]
+        if self.layout.cross_onto_image and split.active and call.k.shape[2] == local != tokens:
+            # Other tokens (kept whole) attending to the image: they need every rank's image keys and values.
+            if call.mask is not None:
+                raise comm.ParallelError("this model masks an attention onto a rank's image tokens; sequence "
+                                         "parallelism cannot extend that mask to every rank's tokens yet")
+            split.modes["cross"] = split.modes.get("cross", 0) + 1
+            return self._kv_gather(call, split, 0, run_attention)
         # Joint text + image self-attention, or image-only self-attention (SD3.5's second call); anything else
         # (cross-attention onto the text, refiners outside the block loop) runs locally.
         if not split.active or call.k.shape[2] != tokens or tokens not in (split.text + local, local):

@@ -30,7 +30,11 @@ class Spec:
     unet: dict                  # the diffusion model's (tiny) constructor config
     latent: tuple[int, ...] | None  # latent shape without the batch; None: LTX-2's [video, audio] NestedTensor
     context_dim: int
-    cond: dict = field(default_factory=dict)  # extra conditioning: key -> shape (random values) or a fixed tensor
+    cond: dict = field(default_factory=dict)  # extra conditioning: key -> shape (random values), or a fixed
+                                              # tensor or list
+    # The latent's noise mask (image-to-video: a kept first frame); LTX-2: a (video, audio) pair of masks.
+    noise_mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None
+    init_std: float | None = None  # the random weights' scale, where not the family's (INIT_STD)
 
 
 _FLUX_LIKE = dict(vec_in_dim=None, context_in_dim=32, hidden_size=64, mlp_ratio=4.0, num_heads=4, depth=2,
@@ -129,19 +133,20 @@ def _patcher(name: str, spec: Spec | None = None):
         pytest.skip(f"{name} cannot be built in this ComfyUI: {type(err).__name__}: {err}")
     torch.manual_seed(0)
     for p in model.diffusion_model.parameters():
-        p.data.normal_(0, INIT_STD.get(name, 0.05))
+        p.data.normal_(0, spec.init_std or INIT_STD.get(name, 0.05))
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
-def _sample(model, name: str) -> torch.Tensor:
+def _sample(model, name: str, spec: Spec | None = None) -> torch.Tensor:
     import comfy.nested_tensor
     import nodes
-    spec = SPECS[name]
+    spec = spec or SPECS[name]
     g = torch.Generator().manual_seed(1)
 
     def cond():
-        extra = {k: v if isinstance(v, torch.Tensor) else torch.randn(v, generator=g) for k, v in spec.cond.items()}
+        extra = {k: v if isinstance(v, (torch.Tensor, list)) else torch.randn(v, generator=g)
+                 for k, v in spec.cond.items()}
         return [[torch.randn(1, 5, spec.context_dim, generator=g), extra]]
 
     positive, negative = cond(), cond()
@@ -149,8 +154,11 @@ def _sample(model, name: str) -> torch.Tensor:
         latent = comfy.nested_tensor.NestedTensor((torch.zeros(1, 128, 2, 4, 4), torch.zeros(1, 8, 4, 16)))
     else:
         latent = torch.zeros(1, *spec.latent)
-    out = nodes.common_ksampler(model, 0, STEPS, CFG, "euler", "simple", positive, negative,
-                                {"samples": latent})[0]["samples"]
+    samples = {"samples": latent}
+    if spec.noise_mask is not None:
+        mask = spec.noise_mask
+        samples["noise_mask"] = comfy.nested_tensor.NestedTensor(mask) if isinstance(mask, tuple) else mask
+    out = nodes.common_ksampler(model, 0, STEPS, CFG, "euler", "simple", positive, negative, samples)[0]["samples"]
     parts = out.tensors if hasattr(out, "tensors") else [out]
     return torch.cat([p.flatten() for p in parts])
 
