@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import functools
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 
 from .context import StepContext, Stream
+from .parallel import comm
 from .patch import BlockCall, DiTPatch, ModelCall
 from .state import RunState
 
@@ -214,10 +216,28 @@ def simulate(patch: DiTPatch, shape: StateShape, total_steps: int = 20, steps: i
     the tokens and the two runs give them at the full shape exactly (`tests/accel/test_memory.py` checks a third
     size). The state is measured after the last block of each call (the stack's end holds the most) and after each
     call."""
-    small = _simulate_reduced(patch, shape, 1, total_steps, steps)
-    large = _simulate_reduced(patch, shape, 2, total_steps, steps)
+    with _local_only():
+        small = _simulate_reduced(patch, shape, 1, total_steps, steps)
+        large = _simulate_reduced(patch, shape, 2, total_steps, steps)
     k = shape.unit
     return tuple(a + (b - a) * (k - 1) for a, b in zip(small, large))
+
+
+@contextmanager
+def _local_only() -> Iterator[None]:
+    """No sequence-parallel collectives inside: a simulation is this process's own dry run. Its gates would otherwise
+    agree their change metric with the other ranks (`comm.agree_row_means`), which do not simulate in step with it:
+    each process caches its plans (`planned_state`), so a worker started after rank 0 planned a shape simulates
+    alone, and both ranks wait in different collectives until the timeout."""
+    left = 0
+    while comm.in_run():
+        comm.leave_run()
+        left += 1
+    try:
+        yield
+    finally:
+        for _ in range(left):
+            comm.enter_run()
 
 
 @functools.lru_cache(maxsize=64)  # a pure function of its arguments: runs of one shape plan once per process
