@@ -101,3 +101,26 @@ def test_stored_history_keeps_bf16_and_forecasts_in_the_value_dtype():
     out = f.predict(0.25)
     assert out.dtype == torch.float32 and torch.allclose(out, torch.full((2, 3), 2.5))
     assert f.nbytes == f.device_nbytes == 2 * 2 * 3 * 2
+
+
+def test_a_plan_made_inside_a_parallel_run_stays_on_this_rank(monkeypatch):
+    """Each process caches its plans, so ranks do not simulate in step: a gate inside the simulation must not reach
+    for the other ranks (it waited in an all-reduce no other rank joined), and the run's state is back afterwards."""
+    from dit_accel.accel.parallel import comm
+
+    def no_collectives(*args, **kwargs):
+        raise AssertionError("the simulation called a collective")
+
+    monkeypatch.setattr(comm, "_GROUP", comm.ParallelGroup(rank=1, world=2, backend="gloo", timeout_s=1.0))
+    monkeypatch.setattr(comm.dist, "all_reduce", no_collectives)
+    shape = dataclasses.replace(SHAPES["flux-dev-1024"], latent=(16, 1, 8, 8)).state_shape()
+    patch = BlockCachePatch(BlockCacheConfig(gate="first_block", threshold=0.3, memory_gib=0))
+    comm.enter_run()
+    try:
+        assert comm.in_run()
+        with pytest.raises(AssertionError, match="called a collective"):  # the gate does agree inside a run
+            comm.agree_row_means(torch.ones(2), torch.ones(2), count=4)
+        assert simulate(patch, shape, 8)[0] > 0
+        assert comm.in_run()
+    finally:
+        comm.leave_run()
