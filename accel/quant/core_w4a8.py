@@ -23,6 +23,7 @@ import torch
 
 from .config import CoreW4A8Config
 from .gptq import gptq_round
+from .twin_log import row_chunk
 from .rotation import regular_hadamard
 
 FORMAT = "asym_w4a8_int8"
@@ -109,9 +110,16 @@ class W4A8Grid:
 
     def __init__(self, codebook: torch.Tensor, group_size: int, n: int, k: int, device: torch.device):
         self.codebook, self.group_size = codebook.to(device), group_size
-        self.codes = torch.empty(n, k, dtype=torch.long, device=device)
+        self.codes = torch.empty(n, k, dtype=torch.uint8, device=device)  # 16 levels: a byte per weight
         self.s_rel = torch.empty(n, k // group_size, dtype=torch.float32, device=device)
         self.levels = None
+
+    def rows(self, start: int, end: int) -> "W4A8Grid":
+        """The same grid for rows start:end, writing into this grid's codes and scales."""
+        part = object.__new__(W4A8Grid)
+        part.codebook, part.group_size, part.levels = self.codebook, self.group_size, None
+        part.codes, part.s_rel = self.codes[start:end], self.s_rel[start:end]
+        return part
 
     def start_group(self, g: int, columns: torch.Tensor, hdiag: torch.Tensor) -> None:
         s, _ = choose_scales(columns, hdiag, self.codebook)
@@ -120,7 +128,7 @@ class W4A8Grid:
 
     def round(self, values: torch.Tensor, col: int) -> torch.Tensor:
         code = nearest_level(values.unsqueeze(-1), self.levels).squeeze(-1)
-        self.codes[:, col] = code
+        self.codes[:, col] = code.to(self.codes.dtype)
         return self.levels.gather(-1, code.unsqueeze(-1)).squeeze(-1)
 
 
@@ -147,14 +155,19 @@ def quantize_core_w4a8(weight: torch.Tensor, config: CoreW4A8Config, gram: torch
     grouped = w_rot.view(n, k // group, group)
     codebook = fit_codebook(grouped / grouped.abs().amax(-1, keepdim=True).clamp(min=1e-8))
     s_channel = (w_rot.abs().amax(-1) / _INT8_MAX).clamp(min=1e-8)
-    w_int = w_rot / s_channel.unsqueeze(-1)                                   # int8 units
+    del grouped
+    w_int = w_rot.div_(s_channel.unsqueeze(-1))                               # int8 units (in place: one copy)
     grid = W4A8Grid(codebook, group, n, k, weight.device)
     if config.needs_calibration:
-        gram_rot = rotate(rotate(gram.float(), rot).T.contiguous(), rot)      # H^T G H (G symmetric)
+        # H^T G H (G symmetric); diagonal Hessian blocks (a multiple of the rotation group) rotate block by block.
+        gram_rot = rotate(rotate(gram.float(), rot).transpose(-1, -2).contiguous(), rot)
         gptq_round(w_int, gram_rot, grid, group)
     else:
-        s_rel, codes = choose_scales(w_int.reshape(-1, group), torch.ones(group, device=weight.device), codebook)
-        grid.s_rel, grid.codes = s_rel.view(n, k // group), codes.view(n, k)
+        ones, chunk = torch.ones(group, device=weight.device), row_chunk(k)
+        for r in range(0, n, chunk):  # rows are independent: the search's temporaries stay one chunk's
+            s_rel, codes = choose_scales(w_int[r:r + chunk].reshape(-1, group), ones, codebook)
+            grid.s_rel[r:r + chunk] = s_rel.view(-1, k // group)
+            grid.codes[r:r + chunk] = codes.view(-1, k)
     return {"qdata": pack_nibbles(grid.codes), "s_rel": grid.s_rel.to(_FP8), "s_channel": s_channel.float(),
             "codebook": codebook.float(), "group_size": group, "convrot_groupsize": rot}
 
