@@ -55,8 +55,9 @@ class Scheme:
 
 # Bit widths where the twin-log codebook beats the uniform grid, measured per layer and at picture level on the
 # reference model and a Wan-format random-init model (benchmarks/tlq_vs_uniform.py, bench rows lrq-w* vs gptq-w* /
-# uniform-w*-datafree; README "Where TLQ beats the uniform grid"). Everywhere else the node writes the uniform grid.
-TLQ_BITS: tuple[int, ...] = ()
+# uniform-w*-datafree; README "Where TLQ beats the uniform grid"). Only 3 bits, calibrated: lrq-w3 31.7 dB against
+# gptq-w3 30.8 (1 seed); at 4, 6 and 8 bits it ties or loses, so there the node writes the uniform grid.
+TLQ_BITS: tuple[int, ...] = (3,)
 
 
 def _weight_only(codebook: str, label: str, bits: int) -> Scheme:
@@ -67,7 +68,8 @@ def _weight_only(codebook: str, label: str, bits: int) -> Scheme:
 
 SCHEMES: dict[str, Scheme] = {
     **{f"uniform-w{b}": _weight_only("uniform", "evenly spaced (uniform grid)", b) for b in (4, 3, 6, 8)},
-    **{f"tlq-w{b}": _weight_only("twin_log", "twin-log codebook (LRQ-DiT)", b) for b in TLQ_BITS},
+    **{f"tlq-w{b}": _weight_only("twin_log", "twin-log codebook (LRQ-DiT; ahead of the uniform grid here when "
+                                 "calibrated)", b) for b in TLQ_BITS},
     "w4a8-core": Scheme("ComfyUI core's own 4-bit format (asym_w4a8_int8: 4-bit codes, fp8 scales per 16 weights, "
                         "int8 activations; ~3.6x smaller linears); the file loads in plain ComfyUI 0.33+ with no "
                         "pack; our per-layer codebook and scale search choose the stored values, and with a "

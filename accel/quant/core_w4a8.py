@@ -55,6 +55,15 @@ def fit_codebook(normalised: torch.Tensor, levels: int = 16, rounds: int = 20) -
     return cb / cb.abs().max()
 
 
+def _fit_sample(w_rot: torch.Tensor, group: int) -> torch.Tensor:
+    """The group-normalised values `fit_codebook` samples (every (numel // _FIT_SAMPLE)-th), computed for the
+    sampled values only: the same numbers as normalising the whole layer first."""
+    flat = w_rot.reshape(-1)
+    index = torch.arange(0, flat.numel(), max(1, flat.numel() // _FIT_SAMPLE), device=w_rot.device)
+    absmax = w_rot.reshape(-1, group)[index // group].abs().amax(-1).clamp(min=1e-8)
+    return flat[index] / absmax
+
+
 def _fp8_neighbours(target: torch.Tensor) -> list[torch.Tensor]:
     """fp8 e4m3 values at and next to `target` (positive), as float32: the scales the format can store."""
     bits = target.clamp(min=2 ** -9, max=448.0).to(_FP8).view(torch.uint8).to(torch.int16)
@@ -134,8 +143,8 @@ class W4A8Grid:
 
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """Two 4-bit codes per byte, the even column in the low nibble, as int8 (core's storage dtype)."""
-    c = codes.to(torch.int32)
-    return ((c[:, 0::2] & 0xF) | ((c[:, 1::2] & 0xF) << 4)).to(torch.uint8).view(torch.int8)
+    c = codes.to(torch.uint8)  # codes < 16: the nibble arithmetic stays inside a byte
+    return ((c[:, 0::2] & 0xF) | ((c[:, 1::2] & 0xF) << 4)).view(torch.int8)
 
 
 def quantize_core_w4a8(weight: torch.Tensor, config: CoreW4A8Config, gram: torch.Tensor | None = None
@@ -151,19 +160,23 @@ def quantize_core_w4a8(weight: torch.Tensor, config: CoreW4A8Config, gram: torch
     if config.needs_calibration and gram is None:
         raise ValueError("calibration='gptq' needs the layer's input Gram matrix: collect calibration statistics "
                          "with gram=True first, or set calibration='none'")
-    w_rot = rotate(weight, rot)
-    grouped = w_rot.view(n, k // group, group)
-    codebook = fit_codebook(grouped / grouped.abs().amax(-1, keepdim=True).clamp(min=1e-8))
-    s_channel = (w_rot.abs().amax(-1) / _INT8_MAX).clamp(min=1e-8)
-    del grouped
-    w_int = w_rot.div_(s_channel.unsqueeze(-1))                               # int8 units (in place: one copy)
+    chunk = row_chunk(k)
+    # One float copy of the layer, rotated and then scaled in place a chunk of rows at a time (no whole-layer
+    # temporaries: a Wan 14B FFN layer is 283 MB per fp32 copy).
+    w_rot = torch.empty(n, k, dtype=torch.float32, device=weight.device)
+    s_channel = torch.empty(n, dtype=torch.float32, device=weight.device)
+    for r in range(0, n, chunk):
+        w_rot[r:r + chunk] = rotate(weight[r:r + chunk], rot)
+        s_channel[r:r + chunk] = (w_rot[r:r + chunk].abs().amax(-1) / _INT8_MAX).clamp(min=1e-8)
+    codebook = fit_codebook(_fit_sample(w_rot, group))
+    w_int = w_rot.div_(s_channel.unsqueeze(-1))                               # int8 units (in place)
     grid = W4A8Grid(codebook, group, n, k, weight.device)
     if config.needs_calibration:
         # H^T G H (G symmetric); diagonal Hessian blocks (a multiple of the rotation group) rotate block by block.
         gram_rot = rotate(rotate(gram.float(), rot).transpose(-1, -2).contiguous(), rot)
         gptq_round(w_int, gram_rot, grid, group)
     else:
-        ones, chunk = torch.ones(group, device=weight.device), row_chunk(k)
+        ones = torch.ones(group, device=weight.device)
         for r in range(0, n, chunk):  # rows are independent: the search's temporaries stay one chunk's
             s_rel, codes = choose_scales(w_int[r:r + chunk].reshape(-1, group), ones, codebook)
             grid.s_rel[r:r + chunk] = s_rel.view(-1, k // group)
