@@ -60,8 +60,10 @@ class PassCalibration:
         self._model, self._run, self._gram = model, run, gram
         self._current, self._stats = -1, {}
         self.runs = 0
-        log.info("%s: %d layers in %d pass%s (Gram matrices held at once: at most %.2f GiB)", name, len(layers),
-                 len(self.passes), "" if len(self.passes) == 1 else "es", budget_bytes / 2 ** 30)
+        split = sum(1 for _, k in layers if hessian_block(k) < k) if gram else 0
+        log.info("%s: %d layers in %d pass%s (Gram matrices held at once: at most %.2f GiB)%s", name, len(layers),
+                 len(self.passes), "" if len(self.passes) == 1 else "es", budget_bytes / 2 ** 30,
+                 f"; {split} layers too wide for one Hessian calibrate on diagonal Hessian blocks" if split else "")
 
     def __bool__(self) -> bool:
         return True

@@ -172,9 +172,9 @@ def quantize_core_w4a8(weight: torch.Tensor, config: CoreW4A8Config, gram: torch
     w_int = w_rot.div_(s_channel.unsqueeze(-1))                               # int8 units (in place)
     grid = W4A8Grid(codebook, group, n, k, weight.device)
     if config.needs_calibration:
-        # H^T G H (G symmetric); diagonal Hessian blocks (a multiple of the rotation group) rotate block by block.
-        gram_rot = rotate(rotate(gram.float(), rot).transpose(-1, -2).contiguous(), rot)
-        gptq_round(w_int, gram_rot, grid, group)
+        # H^T G H (G symmetric), block by block as GPTQ reaches each Hessian block (a multiple of the rotation group).
+        gptq_round(w_int, gram, grid, group,
+                   block_transform=lambda g: rotate(rotate(g.float(), rot).T.contiguous(), rot))
     else:
         ones = torch.ones(group, device=weight.device)
         for r in range(0, n, chunk):  # rows are independent: the search's temporaries stay one chunk's

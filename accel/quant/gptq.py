@@ -18,24 +18,29 @@ the reference model) give exactly the unchunked result.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .twin_log import nearest_codes, quantize_groups, row_chunk
 
 _BLOCK = 128  # columns updated together before the lazy update of the rest (GPTQ's blocking; a multiple of groups)
-HESSIAN_BUDGET = 1 << 30  # bytes of one layer's Gram matrix and its factorisation (issue 25's 1 GiB budget)
+# Bytes of one layer's Gram matrix and its factorisation: 3/4 of issue 25's 1 GiB budget, the rest left to the row
+# chunk's search, the codes and the packed output (benchmarks/quant_memory.py measures the whole).
+HESSIAN_BUDGET = 768 << 20
 HESSIAN_SPLIT = 256  # Hessian blocks are multiples of this: core W4A8's rotation group and every group size up to it
 
 
 def hessian_bytes(in_features: int, block: int) -> int:
-    """One layer's Hessian memory with blocks of `block` channels: the diagonal Gram blocks (K x B fp32) and the
-    float64 factorisation of one block at its peak (two B x B float64 matrices)."""
-    return in_features * block * 4 + 16 * block * block
+    """One layer's Hessian memory with blocks of `block` channels: the diagonal Gram blocks (K x B fp32) twice (the
+    running sum calibration keeps and the normalised copy GPTQ reads) and one block's float64 factorisation at its
+    peak (about 20 B^2 bytes: two B x B float64 matrices and the LAPACK call's own)."""
+    return 8 * in_features * block + 20 * block * block
 
 
 def hessian_block(in_features: int, budget: int | None = None) -> int:
     """The widest Hessian block whose memory (`hessian_bytes`) fits `budget` (HESSIAN_BUDGET when None): K itself
-    where the full Gram matrix fits (K <= 7327 at 1 GiB), else the largest divisor of K that is a multiple of
+    where the full Gram matrix fits (K <= 5362 at 768 MiB), else the largest divisor of K that is a multiple of
     HESSIAN_SPLIT and fits (the fewest blocks: the least compensation dropped)."""
     budget = HESSIAN_BUDGET if budget is None else budget
     if hessian_bytes(in_features, in_features) <= budget or in_features % HESSIAN_SPLIT:
@@ -50,7 +55,7 @@ def hessian_block(in_features: int, budget: int | None = None) -> int:
 def _inverse_hessian_factor(gram: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(upper Cholesky factor of H^{-1}, dead input channels): dead channels (H_kk = 0) are pinned (H_kk = 1; the
     caller zeroes their weights) and H is dampened."""
-    h = gram.double().clone()
+    h = gram.to(torch.float64, copy=True)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     h.diagonal().add_(damp * torch.diag(h).mean())
@@ -115,11 +120,13 @@ def _round_columns(w: torch.Tensor, u: torch.Tensor, hdiag: torch.Tensor, grid, 
 
 
 def gptq_round(weight: torch.Tensor, gram: torch.Tensor, grid, group_size: int, damp: float = 0.01,
-               rows: int | None = None) -> None:
+               rows: int | None = None, block_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> None:
     """Round `weight` (N, K) column by column onto `grid` (any object with `rows(start, end)`,
     `start_group(g, columns, hdiag)` and `round(values, col) -> stored values`), the columns not yet rounded
     absorbing each column's error. `gram`: (K, K), or (G, B, B) diagonal blocks (B a multiple of group_size).
-    `rows`: rows rounded together (`row_chunk(K)` when None)."""
+    `rows`: rows rounded together (`row_chunk(K)` when None). `block_transform` maps each Hessian block before it
+    is factorised (core W4A8's rotation of the basis), one block at a time: no transformed copy of the whole."""
     n, k = weight.shape
     blocks = hessian_blocks(gram)
     size = blocks.shape[-1]
@@ -129,6 +136,8 @@ def gptq_round(weight: torch.Tensor, gram: torch.Tensor, grid, group_size: int, 
                          f"{group_size}")
     for b in range(blocks.shape[0]):
         block_gram = blocks[b].to(weight.device)
+        if block_transform is not None:
+            block_gram = block_transform(block_gram)
         u, dead = _inverse_hessian_factor(block_gram, damp)
         hdiag = torch.diag(block_gram).float()
         cols = slice(b * size, (b + 1) * size)
