@@ -1,6 +1,6 @@
 """What a LoRA costs on our quantized weights, against the same LoRA on the 16-bit model, through real ComfyUI.
 
-    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/lora_cost.py [--scheme tlq-w4] [--reps 3]
+    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/lora_cost.py [--scheme uniform-w4] [--reps 3]
 
 Four models sample the same prompt (the reference model, 4 images, 20 Euler steps, CFG 4): 16-bit, 16-bit + LoRA,
 quantized, quantized + LoRA (core's LoraLoaderModelOnly path, `comfy.sd.load_lora_for_models`). For each it times
@@ -18,7 +18,7 @@ from compare_core_caches import setup_comfy
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scheme", default="tlq-w4")
+    parser.add_argument("--scheme", default="uniform-w4")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     version = setup_comfy()

@@ -7,7 +7,7 @@ minimises), over the linears of the blocks chosen (`--blocks`): the calibration 
 feeds GPTQ, a second run on other noise is the held-out set. The picture-level numbers are the bench's
 (`python -m dit_accel.bench --method lrq-w4,gptq-w4,...`).
 
-    python benchmarks/tlq_vs_uniform.py [--blocks 0,3,7] [--json out.json]
+    python benchmarks/tlq_vs_uniform.py [--blocks 0,3,7] [--bits 3,4] [--calibrations none,gptq] [--json out.json]
 """
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ def _inputs(model, seed: int, blocks: set[str]) -> dict[str, torch.Tensor]:
     return {n: torch.cat(v) for n, v in seen.items()}
 
 
-def compare(model, blocks: set[str]) -> dict[str, float]:
+def compare(model, blocks: set[str], bits_list=(3, 4), calibrations=("none", "gptq")) -> dict[str, float]:
     calib, held_out = _inputs(model, 10_000, blocks), _inputs(model, 20_000, blocks)
     layers = {n: m for n, m in target_layers(model) if n in calib}
     results = {}
-    for bits in (3, 4):
+    for bits in bits_list:
         for codebook in ("twin_log", "uniform"):
-            for calibration in ("none", "gptq"):
+            for calibration in calibrations:
                 config = WeightOnlyConfig(bits=bits, codebook=codebook, calibration=calibration)
                 errs = []
                 for name, linear in layers.items():
@@ -67,16 +67,19 @@ def compare(model, blocks: set[str]) -> dict[str, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", default="0,3,7")
+    p.add_argument("--bits", default="3,4", help="bit widths, comma-separated (3, 4, 6, 8)")
+    p.add_argument("--calibrations", default="none,gptq", help="none (data-free) and/or gptq")
     p.add_argument("--json")
     args = p.parse_args()
     blocks = set(args.blocks.split(","))
+    bits, calibrations = [int(b) for b in args.bits.split(",")], args.calibrations.split(",")
     torch.manual_seed(0)
     trained = load_model()
     random_init = WanDiT(trained.cfg).eval().requires_grad_(False)
     out = {}
     for name, model in (("reference (trained)", trained), ("wan-format, random init", random_init)):
         print(name, flush=True)
-        out[name] = compare(model, blocks)
+        out[name] = compare(model, blocks, bits, calibrations)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

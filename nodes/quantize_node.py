@@ -7,9 +7,13 @@ VRAM. The save node writes that model's state dict (ComfyUI's own serialisation)
 header, and UNETLoader loads the file back.
 
 Formats (a registry, SCHEMES):
-  * tlq-w3 / tlq-w4 / tlq-w6 / tlq-w8: LRQ-DiT twin-log codebook weights with per-group fp16 scales (W*A16).
-    `quant_layout.py` registers their layouts (once, from the pack's entry point) and lets UNETLoader read them;
+  * uniform-w3 / uniform-w4 / uniform-w6 / uniform-w8: evenly spaced levels with per-group fp16 scales (W*A16),
+    stored in the pack's codebook layout (`dit_accel_tlq{bits}`: codes, scales and the layer's level table).
+    `quant_layout.py` registers that layout (once, from the pack's entry point) and lets UNETLoader read it;
     loading such a file needs the pack installed.
+  * tlq-w*: LRQ-DiT's twin-log codebook in the same layout, offered only at the bit widths in TLQ_BITS, where it
+    beats the uniform grid (README, "Where TLQ beats the uniform grid"). Files written by the former tlq-w3/4/6/8
+    schemes load as before: the loader reads the levels from the file, whichever grid wrote them.
   * w4a8-core: ComfyUI core's own asym_w4a8_int8 format (0.33+) with the stored values chosen by our quantizer
     (`accel/quant/core_w4a8.py`); loads in plain ComfyUI.
   * w8a8-convrot: INT8 W8A8 with ConvRot (core's "int8_tensorwise", ComfyUI 0.27+); loads in plain ComfyUI. A
@@ -34,7 +38,7 @@ from ..accel.quant.config import CoreW4A8Config
 from ..accel.quant.serialize import HEADER_KEY, fp8_state_dict, header, quantize_state_dict
 from ..kernels.logs import warn_once
 from .comfy import loader, quant_layout
-from .quant_calibration import calibrate
+from .quant_calibration import calibration_passes
 from .compat import ADVANCED
 
 log = logging.getLogger("dit_accel")
@@ -44,15 +48,28 @@ log = logging.getLogger("dit_accel")
 class Scheme:
     tooltip: str
     config: Callable[[int], QuantConfig]  # group size -> config
-    needs_pack: bool  # True: loading the file needs dit-accel's TLQ layouts
+    needs_pack: bool  # True: loading the file needs dit-accel's codebook layouts
     calibrates: bool  # True: a connected calibration prompt turns on GPTQ error compensation
     core_format: str | None = None  # the QUANT_ALGOS entry ComfyUI needs to load the file without the pack
 
 
+# Bit widths where the twin-log codebook beats the uniform grid, measured per layer and at picture level on the
+# reference model and a Wan-format random-init model (benchmarks/tlq_vs_uniform.py, bench rows lrq-w* vs gptq-w* /
+# uniform-w*-datafree; README "Where TLQ beats the uniform grid"). Only 3 bits, calibrated: lrq-w3 31.7 dB against
+# gptq-w3 30.8 (1 seed); at 4, 6 and 8 bits it ties or loses, so there the node writes the uniform grid.
+TLQ_BITS: tuple[int, ...] = (3,)
+
+
+def _weight_only(codebook: str, label: str, bits: int) -> Scheme:
+    return Scheme(f"{bits}-bit {label} weights with per-group fp16 scales, 16-bit activations "
+                  f"(~{16 / (bits + 0.25):.1f}x smaller linears at group 64)",
+                  lambda g: WeightOnlyConfig(bits=bits, group_size=g, codebook=codebook), True, True)
+
+
 SCHEMES: dict[str, Scheme] = {
-    **{f"tlq-w{b}": Scheme(f"{b}-bit twin-log codebook weights, 16-bit activations (~{16 / (b + 0.25):.1f}x smaller "
-                           "linears at group 64)", lambda g, b=b: WeightOnlyConfig(bits=b, group_size=g), True, True)
-       for b in (4, 3, 6, 8)},
+    **{f"uniform-w{b}": _weight_only("uniform", "evenly spaced (uniform grid)", b) for b in (4, 3, 6, 8)},
+    **{f"tlq-w{b}": _weight_only("twin_log", "twin-log codebook (LRQ-DiT; ahead of the uniform grid here when "
+                                 "calibrated)", b) for b in TLQ_BITS},
     "w4a8-core": Scheme("ComfyUI core's own 4-bit format (asym_w4a8_int8: 4-bit codes, fp8 scales per 16 weights, "
                         "int8 activations; ~3.6x smaller linears); the file loads in plain ComfyUI 0.33+ with no "
                         "pack; our per-layer codebook and scale search choose the stored values, and with a "
@@ -62,7 +79,7 @@ SCHEMES: dict[str, Scheme] = {
                            "~2x smaller linears; the file loads in plain ComfyUI; fp8 weights with a warning on "
                            "ComfyUI before 0.27)", lambda g: Int8Config.convrot(), False, False),
 }
-DEFAULT_SCHEME = "tlq-w4"
+DEFAULT_SCHEME = "uniform-w4"
 NO_INT8_WARNING = "quant-no-int8"  # warn-once key (kernels/logs.py)
 CONFIG_ATTR = "dit_accel_quant_header"  # set on the diffusion model we build; the save node writes it
 NAME = "DiT Quantize"
@@ -85,15 +102,16 @@ def _check_scheme(scheme: str) -> Scheme:
                            "warning above); use w8a8-convrot")
     if spec.core_format and spec.core_format not in loader.core_formats():
         raise RuntimeError(f"{scheme} is ComfyUI core's {spec.core_format!r} format, which this ComfyUI does not "
-                           "have (it came in 0.33); update ComfyUI or use tlq-w4")
+                           f"have (it came in 0.33); update ComfyUI or use {DEFAULT_SCHEME}")
     return spec
 
 
-def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, calibration: dict | None = None):
+def quantize_model(model, scheme: str = DEFAULT_SCHEME, group_size: int = 64, calibration=None):
     """A new ComfyUI model (ModelPatcher) with the block linears of `model` quantized in `scheme`'s format.
 
-    `calibration` (per-layer statistics from `quant_calibration.calibrate`) turns on GPTQ error compensation for
-    the schemes that calibrate; core's INT8 format is data-free and ignores it."""
+    `calibration` (per-layer statistics: a dict from `quant_calibration.calibrate`, or the pass-at-a-time
+    `calibration_passes`, which collects each pass as the layers are quantized) turns on GPTQ error compensation
+    for the schemes that calibrate; core's INT8 format is data-free and ignores it."""
     spec = _check_scheme(scheme)
     diffusion_model = model.get_model_object("diffusion_model")
     state = loader.patched_state_dict(model)
@@ -146,8 +164,9 @@ def save_quantized(model, path: str) -> str:
 
 def group_size_input():
     return io.Int.Input("group_size", default=64, min=8, max=1024, step=8, **ADVANCED,
-                        tooltip="tlq-* only: input channels sharing one fp16 scale. Smaller groups are more accurate "
-                                "and a little larger (64: 0.25 extra bits per weight). Must divide the layer width.")
+                        tooltip="uniform-* / tlq-* only: input channels sharing one fp16 scale. Smaller groups "
+                                "are more accurate and a little larger (64: 0.25 extra bits per weight). Must divide "
+                                "the layer width.")
 
 
 class DiTQuantize(io.ComfyNode):
@@ -165,12 +184,13 @@ class DiTQuantize(io.ComfyNode):
                 io.Model.Input("model", tooltip="A 16-bit diffusion model (e.g. from Load Diffusion Model)."),
                 io.Combo.Input("scheme", options=list(SCHEMES), default=DEFAULT_SCHEME,
                                tooltip="; ".join(f"{k}: {v.tooltip}" for k, v in SCHEMES.items())
-                               + ". TLQ files load through Load Diffusion Model with dit-accel installed; "
-                               "w4a8-core and w8a8-convrot files load in plain ComfyUI."),
+                               + ". uniform-* and tlq-* files load through Load Diffusion Model with dit-accel "
+                               "installed; w4a8-core and w8a8-convrot files load in plain ComfyUI."),
                 group_size_input(),
                 io.Conditioning.Input("positive", optional=True,
                                       tooltip="Optional calibration prompt. Connect it (with a latent) to calibrate "
-                                              "tlq-* and w4a8-core over a few sampling steps: GPTQ error "
+                                              "uniform-*, tlq-* and w4a8-core over a few sampling steps: GPTQ "
+                                              "error "
                                               "compensation, markedly closer to the 16-bit model at 3-4 bits. "
                                               "Unconnected: data-free quantization."),
                 io.Conditioning.Input("negative", optional=True,
@@ -195,7 +215,7 @@ class DiTQuantize(io.ComfyNode):
         stats = None
         if positive is not None or latent is not None:
             if scheme in SCHEMES and SCHEMES[scheme].calibrates:
-                stats = calibrate(model, positive, negative, latent, calibration_steps, calibration_cfg)
+                stats = calibration_passes(model, positive, negative, latent, calibration_steps, calibration_cfg)
             else:
                 log.info("%s: %s is data-free (core's own format); calibration inputs unused", NAME, scheme)
         return io.NodeOutput(quantize_model(model, scheme, group_size, calibration=stats))

@@ -190,28 +190,28 @@ def reference_with_multi_gpu() -> dict:
 
 
 def reference_quantize_and_save() -> dict:
-    """Quantize the reference model to 4-bit TLQ (LRQ-DiT twin-log codebook), calibrated (GPTQ) on the same prompt
-    and latent over 4 steps, sample with it, and save it."""
-    g, model = _reference_graph((r"DiT Quantize: tlq-w4", r"DiT Save Quantized Model: wrote "))
-    quant = g.node("DiTAccelQuantize", ["tlq-w4", 64, 4, 4.0],
+    """Quantize the reference model to 4-bit weights on the uniform grid (where TLQ's twin-log codebook does not
+    win), calibrated (GPTQ) on the same prompt and latent over 4 steps, sample with it, and save it."""
+    g, model = _reference_graph((r"DiT Quantize: uniform-w4", r"DiT Save Quantized Model: wrote "))
+    quant = g.node("DiTAccelQuantize", ["uniform-w4", 64, 4, 4.0],
                    [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                    ("latent", "LATENT")], [("MODEL", "MODEL")], (0, 1), "DiT Quantize (TLQ 4-bit, calibrated)")
-    save = g.node("DiTAccelSaveQuantized", ["diffusion_models/dit_accel_reference_tlq4"], [("model", "MODEL")], [],
+                    ("latent", "LATENT")], [("MODEL", "MODEL")], (0, 1), "DiT Quantize (4-bit, calibrated)")
+    save = g.node("DiTAccelSaveQuantized", ["diffusion_models/dit_accel_reference_w4"], [("model", "MODEL")], [],
                   (1, 1), display="DiT Save Quantized Model")
     g.link(model, 0, quant, "model")
     g.link(quant, 0, save, "model")
     inputs = _digit_inputs(g)
     for source, name in zip(inputs, ("positive", "negative", "latent")):
         g.link(source, 0, quant, name)
-    _sample_and_preview(g, quant, inputs, 0, "quantized: TLQ W4A16, calibrated")
+    _sample_and_preview(g, quant, inputs, 0, "quantized: W4A16, calibrated")
     return g.to_json()
 
 
 def quantized_file_with_core_loader_and_lora() -> dict:
-    """Load a quantized (TLQ) file with ComfyUI's own Load Diffusion Model, sample plain and with a LoRA on top.
+    """Load a quantized (4-bit codebook) file with ComfyUI's own Load Diffusion Model, sample plain and with a LoRA on top.
     The file is the one the quantize-and-save workflow writes; the LoRA is the user's."""
     g = Graph(USER_MODELS)
-    unet = g.node("UNETLoader", ["dit_accel_reference_tlq4.safetensors", "default"], [], [("MODEL", "MODEL")],
+    unet = g.node("UNETLoader", ["dit_accel_reference_w4.safetensors", "default"], [], [("MODEL", "MODEL")],
                   (0, 0), "Load the quantized file (core loader)")
     lora = g.node("LoraLoaderModelOnly", ["your_lora.safetensors", 1.0], [("model", "MODEL")],
                   [("MODEL", "MODEL")], (0, 1), "your LoRA on the quantized model")
@@ -308,7 +308,7 @@ WORKFLOWS = {"Reference digits - DiT Block Cache vs plain": reference_with_and_w
              **{f"Reference digits - DiT Forecast {title} vs plain": reference_with_forecast(method)
                 for method, title in FORECAST_TITLES.items()},
              "Reference digits - DiT Multi-GPU (2 devices) vs one": reference_with_multi_gpu,
-             "Reference digits - quantize to TLQ 4-bit and save": reference_quantize_and_save,
+             "Reference digits - quantize to 4-bit and save": reference_quantize_and_save,
              "Quantized file in the core loader with a LoRA": quantized_file_with_core_loader_and_lora,
              "Flux.1-dev - DiT Block Cache": flux_dev_with_block_cache,
              "Wan 2.1 text-to-video - DiT Sparse Attention": wan_t2v_with_sparse_attention}

@@ -18,7 +18,7 @@ from ...kernels.quant import pack_codes
 from .config import Float16Config, Int8Config, QuantConfig, W4A8Config, WeightOnlyConfig
 from .linear import QUANTIZED_LINEARS, CodebookA8Linear, CodebookLinear, Int8Linear
 from .rotation import ChannelStats, choose_rotation, rotate_weight, smoothing_factors
-from .gptq import gptq_quantize
+from .gptq import gptq_quantize, hessian_block
 from .twin_log import make_codebook, quantize_weight
 
 LayerFilter = Callable[[str, "nn.Module | None"], bool]  # (name, module); module is None when selecting by name
@@ -171,11 +171,13 @@ def quantize_(model: nn.Module, config: QuantConfig, layer_filter: LayerFilter |
 @contextmanager
 def collect_channel_stats(model: nn.Module, layer_filter: LayerFilter | None = None, gram: bool = False):
     """Record each target layer's per-channel input statistics while the caller runs the model (calibration);
-    `gram` also accumulates the input Gram matrix (K x K floats per layer, on the CPU) that GPTQ needs."""
+    `gram` also accumulates the input Gram matrix (K x K floats per layer, on the CPU) that GPTQ needs, or its
+    diagonal blocks for a layer too wide for one Hessian (`gptq.hessian_block`)."""
     stats: dict[str, ChannelStats] = {}
     handles = []
     for name, linear in target_layers(model, layer_filter):
-        stats[name] = ChannelStats(torch.zeros(linear.in_features), keep_gram=gram)
+        block = hessian_block(linear.in_features) if gram else 0
+        stats[name] = ChannelStats(torch.zeros(linear.in_features), keep_gram=gram, gram_block=block)
         handles.append(linear.register_forward_pre_hook(lambda mod, args, s=stats[name]: s.update(args[0])))
     try:
         yield stats

@@ -23,6 +23,7 @@ import torch
 
 from .config import CoreW4A8Config
 from .gptq import gptq_round
+from .twin_log import row_chunk
 from .rotation import regular_hadamard
 
 FORMAT = "asym_w4a8_int8"
@@ -52,6 +53,15 @@ def fit_codebook(normalised: torch.Tensor, levels: int = 16, rounds: int = 20) -
         counts = torch.zeros(levels).index_add_(0, idx, torch.ones_like(flat))
         cb = torch.where(counts > 0, sums / counts.clamp(min=1), cb).sort().values
     return cb / cb.abs().max()
+
+
+def _fit_sample(w_rot: torch.Tensor, group: int) -> torch.Tensor:
+    """The group-normalised values `fit_codebook` samples (every (numel // _FIT_SAMPLE)-th), computed for the
+    sampled values only: the same numbers as normalising the whole layer first."""
+    flat = w_rot.reshape(-1)
+    index = torch.arange(0, flat.numel(), max(1, flat.numel() // _FIT_SAMPLE), device=w_rot.device)
+    absmax = w_rot.reshape(-1, group)[index // group].abs().amax(-1).clamp(min=1e-8)
+    return flat[index] / absmax
 
 
 def _fp8_neighbours(target: torch.Tensor) -> list[torch.Tensor]:
@@ -109,9 +119,16 @@ class W4A8Grid:
 
     def __init__(self, codebook: torch.Tensor, group_size: int, n: int, k: int, device: torch.device):
         self.codebook, self.group_size = codebook.to(device), group_size
-        self.codes = torch.empty(n, k, dtype=torch.long, device=device)
+        self.codes = torch.empty(n, k, dtype=torch.uint8, device=device)  # 16 levels: a byte per weight
         self.s_rel = torch.empty(n, k // group_size, dtype=torch.float32, device=device)
         self.levels = None
+
+    def rows(self, start: int, end: int) -> "W4A8Grid":
+        """The same grid for rows start:end, writing into this grid's codes and scales."""
+        part = object.__new__(W4A8Grid)
+        part.codebook, part.group_size, part.levels = self.codebook, self.group_size, None
+        part.codes, part.s_rel = self.codes[start:end], self.s_rel[start:end]
+        return part
 
     def start_group(self, g: int, columns: torch.Tensor, hdiag: torch.Tensor) -> None:
         s, _ = choose_scales(columns, hdiag, self.codebook)
@@ -120,14 +137,14 @@ class W4A8Grid:
 
     def round(self, values: torch.Tensor, col: int) -> torch.Tensor:
         code = nearest_level(values.unsqueeze(-1), self.levels).squeeze(-1)
-        self.codes[:, col] = code
+        self.codes[:, col] = code.to(self.codes.dtype)
         return self.levels.gather(-1, code.unsqueeze(-1)).squeeze(-1)
 
 
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """Two 4-bit codes per byte, the even column in the low nibble, as int8 (core's storage dtype)."""
-    c = codes.to(torch.int32)
-    return ((c[:, 0::2] & 0xF) | ((c[:, 1::2] & 0xF) << 4)).to(torch.uint8).view(torch.int8)
+    c = codes.to(torch.uint8)  # codes < 16: the nibble arithmetic stays inside a byte
+    return ((c[:, 0::2] & 0xF) | ((c[:, 1::2] & 0xF) << 4)).view(torch.int8)
 
 
 def quantize_core_w4a8(weight: torch.Tensor, config: CoreW4A8Config, gram: torch.Tensor | None = None
@@ -143,18 +160,27 @@ def quantize_core_w4a8(weight: torch.Tensor, config: CoreW4A8Config, gram: torch
     if config.needs_calibration and gram is None:
         raise ValueError("calibration='gptq' needs the layer's input Gram matrix: collect calibration statistics "
                          "with gram=True first, or set calibration='none'")
-    w_rot = rotate(weight, rot)
-    grouped = w_rot.view(n, k // group, group)
-    codebook = fit_codebook(grouped / grouped.abs().amax(-1, keepdim=True).clamp(min=1e-8))
-    s_channel = (w_rot.abs().amax(-1) / _INT8_MAX).clamp(min=1e-8)
-    w_int = w_rot / s_channel.unsqueeze(-1)                                   # int8 units
+    chunk = row_chunk(k)
+    # One float copy of the layer, rotated and then scaled in place a chunk of rows at a time (no whole-layer
+    # temporaries: a Wan 14B FFN layer is 283 MB per fp32 copy).
+    w_rot = torch.empty(n, k, dtype=torch.float32, device=weight.device)
+    s_channel = torch.empty(n, dtype=torch.float32, device=weight.device)
+    for r in range(0, n, chunk):
+        w_rot[r:r + chunk] = rotate(weight[r:r + chunk], rot)
+        s_channel[r:r + chunk] = (w_rot[r:r + chunk].abs().amax(-1) / _INT8_MAX).clamp(min=1e-8)
+    codebook = fit_codebook(_fit_sample(w_rot, group))
+    w_int = w_rot.div_(s_channel.unsqueeze(-1))                               # int8 units (in place)
     grid = W4A8Grid(codebook, group, n, k, weight.device)
     if config.needs_calibration:
-        gram_rot = rotate(rotate(gram.float(), rot).T.contiguous(), rot)      # H^T G H (G symmetric)
-        gptq_round(w_int, gram_rot, grid, group)
+        # H^T G H (G symmetric), block by block as GPTQ reaches each Hessian block (a multiple of the rotation group).
+        gptq_round(w_int, gram, grid, group,
+                   block_transform=lambda g: rotate(rotate(g.float(), rot).T.contiguous(), rot))
     else:
-        s_rel, codes = choose_scales(w_int.reshape(-1, group), torch.ones(group, device=weight.device), codebook)
-        grid.s_rel, grid.codes = s_rel.view(n, k // group), codes.view(n, k)
+        ones = torch.ones(group, device=weight.device)
+        for r in range(0, n, chunk):  # rows are independent: the search's temporaries stay one chunk's
+            s_rel, codes = choose_scales(w_int[r:r + chunk].reshape(-1, group), ones, codebook)
+            grid.s_rel[r:r + chunk] = s_rel.view(-1, k // group)
+            grid.codes[r:r + chunk] = codes.view(-1, k)
     return {"qdata": pack_nibbles(grid.codes), "s_rel": grid.s_rel.to(_FP8), "s_channel": s_channel.float(),
             "codebook": codebook.float(), "group_size": group, "convrot_groupsize": rot}
 

@@ -38,18 +38,28 @@ class ChannelStats:
     tokens: int = 0
     gram_sum: torch.Tensor | None = None   # sum of x x^T (K, K), only when asked for (GPTQ): K^2 floats per layer
     keep_gram: bool = False
+    gram_block: int = 0  # > 0 and < K: keep only the (K/B, B, B) diagonal blocks of the Gram matrix (K*B floats)
 
     def update(self, x: torch.Tensor) -> None:
         flat = x.detach().reshape(-1, x.shape[-1]).float()
         self.absmax = torch.maximum(self.absmax, flat.abs().amax(0).cpu())
         self.tokens += flat.shape[0]
         if self.keep_gram:
-            gram = (flat.T @ flat).cpu()
-            self.gram_sum = gram if self.gram_sum is None else self.gram_sum + gram
+            k = flat.shape[1]
+            if 0 < self.gram_block < k:
+                per_block = flat.view(len(flat), k // self.gram_block, self.gram_block).transpose(0, 1)
+                gram = torch.bmm(per_block.transpose(1, 2), per_block).cpu()
+            else:
+                gram = (flat.T @ flat).cpu()
+            if self.gram_sum is None:
+                self.gram_sum = gram
+            else:
+                self.gram_sum += gram
 
     @property
     def gram(self) -> torch.Tensor | None:
-        """E[x x^T]: the layer's output-error metric for weight rounding (GPTQ's Hessian up to a factor 2)."""
+        """E[x x^T]: the layer's output-error metric for weight rounding (GPTQ's Hessian up to a factor 2); (K, K),
+        or its (K/B, B, B) diagonal blocks when `gram_block` splits the layer."""
         return None if self.gram_sum is None or not self.tokens else self.gram_sum / self.tokens
 
     @property

@@ -115,7 +115,8 @@ def core_w4a8_layer_state(prefix: str, weight: torch.Tensor, config: CoreW4A8Con
 def _module_layer_state(prefix: str, weight: torch.Tensor, config: QuantConfig, stats) -> dict:
     """Formats with a pure-torch quantized module: quantize into it, then write its tensors."""
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-    linear.weight = nn.Parameter(weight.float(), requires_grad=False)
+    # In its own dtype: every quantizer takes its float copies itself, a chunk at a time where it can.
+    linear.weight = nn.Parameter(weight, requires_grad=False)
     return layer_state(prefix, LAYER_QUANTIZERS[type(config)](linear, config, stats))
 
 

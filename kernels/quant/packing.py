@@ -28,16 +28,16 @@ def pack_codes(codes: torch.Tensor, bits: int) -> list[torch.Tensor]:
         raise ValueError(f"K={k} must be a multiple of 8 to pack {bits}-bit codes")
     if int(codes.min()) < 0 or int(codes.max()) >= 2 ** bits:
         raise ValueError(f"codes out of range for {bits} bits")
-    codes = codes.to(torch.int32)
+    codes = codes.to(torch.uint8)  # in range, so every shift below stays inside a byte: 1 byte per code of work
     planes, shift = [], 0
     for width in plane_widths(bits):
         part = (codes >> shift) & ((1 << width) - 1)
         per_byte = 8 // width
         part = part.view(n, k // per_byte, per_byte)
-        packed = torch.zeros(n, k // per_byte, dtype=torch.int32, device=codes.device)
+        packed = torch.zeros(n, k // per_byte, dtype=torch.uint8, device=codes.device)
         for j in range(per_byte):
             packed |= part[..., j] << (j * width)
-        planes.append(packed.to(torch.uint8))
+        planes.append(packed)
         shift += width
     return planes
 

@@ -34,12 +34,12 @@ def test_calibration_sees_every_block_linear_with_its_gram(calibration_stats, re
         assert calibration_stats[name].gram.shape == (linear.in_features, linear.in_features)
 
 
-def test_calibrated_tlq_is_closer_to_16bit_than_data_free(calibration_stats, reference_patcher, caplog):
+def test_calibrated_weights_are_closer_to_16bit_than_data_free(calibration_stats, reference_patcher, caplog):
     from dit_accel.nodes.quantize_node import quantize_model
     ref = _sample(reference_patcher, seed=11)    # other seeds and digits than the calibration prompt
-    data_free = _sample(quantize_model(reference_patcher, "tlq-w3"), seed=11)
+    data_free = _sample(quantize_model(reference_patcher, "uniform-w3"), seed=11)
     with caplog.at_level(logging.INFO, logger="dit_accel"):
-        calibrated = _sample(quantize_model(reference_patcher, "tlq-w3", calibration=calibration_stats), seed=11)
+        calibrated = _sample(quantize_model(reference_patcher, "uniform-w3", calibration=calibration_stats), seed=11)
     assert "GPTQ-calibrated" in caplog.text
     assert _rel(calibrated, ref) < 0.8 * _rel(data_free, ref)   # measured ~0.67 (3-bit, 3 calibration steps)
 
@@ -65,7 +65,7 @@ def test_node_calibrates_in_memory_bounded_passes_with_the_same_result(reference
         torch.testing.assert_close(passes[name].gram, one_pass[name].gram)
     runs.clear()
     with caplog.at_level(logging.INFO, logger="dit_accel"):
-        model = DiTQuantize.execute(reference_patcher, "tlq-w4", 64, positive, negative, latent,
+        model = DiTQuantize.execute(reference_patcher, "uniform-w4", 64, positive, negative, latent,
                                     calibration_steps=2, calibration_cfg=4.0).result[0]
     assert len(runs) == expected_passes and "passes" in caplog.text and "GPTQ-calibrated" in caplog.text
     assert _rel(_sample(model), _sample(reference_patcher)) < 0.1
@@ -75,4 +75,4 @@ def test_calibration_needs_a_latent_with_the_prompt(reference_patcher):
     from dit_accel.nodes.quantize_node import DiTQuantize
     positive, negative, _ = _prompts()
     with pytest.raises(ValueError, match="latent"):
-        DiTQuantize.execute(reference_patcher, "tlq-w4", 64, positive, negative, None)
+        DiTQuantize.execute(reference_patcher, "uniform-w4", 64, positive, negative, None)

@@ -113,12 +113,32 @@ def test_lora_after_quantization_takes_effect_and_matches_16bit_lora(quantized, 
     assert_lora_matches_16bit(reference_patcher, quantized, with_lora)
 
 
+def test_scheme_names_say_which_grid_they_write(reference_patcher, tmp_path):
+    """uniform-w* write the evenly spaced grid (and say so in the file's header); twin-log schemes exist only at the
+    bit widths where TLQ beats it (TLQ_BITS)."""
+    from dit_accel.accel.quant.serialize import read_header
+    from dit_accel.accel.quant.twin_log import uniform_codebook
+    from dit_accel.nodes.quantize_node import DEFAULT_SCHEME, SCHEMES, TLQ_BITS, quantize_model, save_quantized
+    codebook_schemes = {name: spec.config(64) for name, spec in SCHEMES.items() if name.startswith(("uniform", "tlq"))}
+    uniform = {n for n, c in codebook_schemes.items() if c.codebook == "uniform"}
+    assert uniform == {f"uniform-w{b}" for b in (3, 4, 6, 8)}
+    assert {n for n, c in codebook_schemes.items() if c.codebook == "twin_log"} == {f"tlq-w{b}" for b in TLQ_BITS}
+    assert DEFAULT_SCHEME in SCHEMES
+    quantized = quantize_model(reference_patcher, "uniform-w4")
+    layers = [m for m in quantized.model.diffusion_model.modules() if hasattr(getattr(m, "weight", None), "_params")]
+    assert len(layers) == 8 * 10
+    assert all(torch.equal(m.weight._params.codebook, uniform_codebook(4)) for m in layers)
+    path = save_quantized(quantized, str(tmp_path / "u4.safetensors"))
+    with safe_open(path, "pt") as f:
+        assert read_header(f.metadata()).codebook == "uniform"
+
+
 def test_log_counts_the_whole_model_before_and_after(reference_patcher, caplog):
     import re
 
     from dit_accel.nodes.quantize_node import quantize_model
     with caplog.at_level(logging.INFO, logger="dit_accel"):
-        quantize_model(reference_patcher, "tlq-w4")
+        quantize_model(reference_patcher, "uniform-w4")
     line = next(r.getMessage() for r in caplog.records if "whole model" in r.getMessage())
     before, after = map(float, re.search(r"whole model ([\d.]+) MiB -> ([\d.]+) MiB", line).groups())
     linear_before, linear_after = map(float, re.search(r"linear weights ([\d.]+) MiB -> ([\d.]+) MiB", line).groups())

@@ -1,5 +1,6 @@
-"""TLQ files through ComfyUI's own UNETLoader (nodes.py), on every snapshot: bit-identical to the model that was
-saved, our layout's GEMM in the forward, LoRA through LoraLoaderModelOnly, and no 16-bit weights made while loading."""
+"""Codebook files (uniform-w* and TLQ) through ComfyUI's own UNETLoader (nodes.py), on every snapshot: bit-identical
+to the model that was saved, our layout's GEMM in the forward, LoRA through LoraLoaderModelOnly, no 16-bit weights
+made while loading, and twin-log files from the former tlq-w* schemes still loading."""
 from __future__ import annotations
 
 import functools
@@ -37,8 +38,8 @@ def test_tlq_file_loads_through_unetloader_bit_identical(reference_patcher, node
     import sys
 
     from comfy.quant_ops import get_layout_class
-    quantized = _saved(reference_patcher, tmp_path, "tlq-w3")   # 3 bits: two bit planes per weight
-    loaded = _unet_loader(tmp_path, "tlq-w3.safetensors")
+    quantized = _saved(reference_patcher, tmp_path, "uniform-w3")   # 3 bits: two bit planes per weight
+    loaded = _unet_loader(tmp_path, "uniform-w3.safetensors")
     layers = _tlq_layers(loaded)
     assert len(layers) == 8 * 10 and {m.weight._layout_cls for m in layers.values()} == {"DitAccelTLQ3Layout"}
     saved, back = quantized.model.diffusion_model.state_dict(), loaded.model.diffusion_model.state_dict()
@@ -59,10 +60,29 @@ def test_tlq_file_loads_through_unetloader_bit_identical(reference_patcher, node
     assert torch.equal(out, _sample(quantized))
 
 
+def test_a_twin_log_file_of_the_former_tlq_scheme_still_loads_bit_identical(reference_patcher, node_registry,
+                                                                            tmp_path, monkeypatch):
+    """DiT Quantize wrote twin-log files as tlq-w4 before it kept TLQ only where it wins; they load unchanged."""
+    from dit_accel.accel.quant.twin_log import uniform_codebook
+    from dit_accel.nodes import quantize_node
+    monkeypatch.setitem(quantize_node.SCHEMES, "tlq-w4", quantize_node.Scheme(
+        "the former scheme", lambda g: quantize_node.WeightOnlyConfig(bits=4, group_size=g), True, True))
+    quantized = _saved(reference_patcher, tmp_path, "tlq-w4")
+    monkeypatch.undo()
+    codebooks = [m.weight._params.codebook for m in _tlq_layers(quantized).values()]
+    assert any(not torch.allclose(c, uniform_codebook(4)) for c in codebooks)   # really the twin-log fit
+    loaded = _unet_loader(tmp_path, "tlq-w4.safetensors")
+    saved, back = quantized.model.diffusion_model.state_dict(), loaded.model.diffusion_model.state_dict()
+    assert saved.keys() == back.keys()
+    assert all(torch.equal(getattr(saved[k], "_qdata", saved[k]), getattr(back[k], "_qdata", back[k]))
+               for k in saved)
+    assert torch.equal(_sample(loaded), _sample(quantized))
+
+
 def test_loaded_tlq_layer_equals_the_pure_torch_layer(reference_patcher, tmp_path):
     """ComfyUI's layer (our layout inside core's Linear) computes exactly what accel's CodebookLinear does."""
     from dit_accel.accel.quant.serialize import module_from_state
-    quantized = _saved(reference_patcher, tmp_path, "tlq-w4")
+    quantized = _saved(reference_patcher, tmp_path, "uniform-w4")
     name, layer = next(iter(_tlq_layers(quantized).items()))
     state = layer.state_dict(prefix=f"{name}.")
     ours = module_from_state(f"{name}.", state, layer.in_features, layer.out_features, layer.bias.detach())
@@ -71,7 +91,7 @@ def test_loaded_tlq_layer_equals_the_pure_torch_layer(reference_patcher, tmp_pat
 
 
 def test_tlq_node_output_is_quantized_but_close(reference_patcher, tmp_path):
-    quantized = _saved(reference_patcher, tmp_path, "tlq-w4")
+    quantized = _saved(reference_patcher, tmp_path, "uniform-w4")
     ref, out = _sample(reference_patcher), _sample(quantized)
     assert not torch.equal(ref, out)
     assert _rel(out, ref) < 0.1                                # 4-bit TLQ keeps the picture (measured 8 %, 3 steps)
@@ -80,8 +100,8 @@ def test_tlq_node_output_is_quantized_but_close(reference_patcher, tmp_path):
 def test_lora_loader_on_a_loaded_tlq_file(reference_patcher, node_registry, tmp_path):
     import folder_paths
     import nodes
-    _saved(reference_patcher, tmp_path, "tlq-w4")
-    loaded = _unet_loader(tmp_path, "tlq-w4.safetensors")
+    _saved(reference_patcher, tmp_path, "uniform-w4")
+    loaded = _unet_loader(tmp_path, "uniform-w4.safetensors")
     lora = lora_weights()
     (tmp_path / "loras").mkdir()
     save_file(lora, str(tmp_path / "loras" / "test_lora.safetensors"))
@@ -100,7 +120,7 @@ def test_loading_a_tlq_file_never_materialises_16bit_weights(reference_patcher, 
     briefly), all of them together (the 16-bit parts, built and cast) are fewer elements than the quantized linears
     alone would need in 16 bits, and the loaded linears keep only their packed codes, scales and codebooks."""
     from torch.utils._python_dispatch import TorchDispatchMode
-    quantized = _saved(reference_patcher, tmp_path, "tlq-w4")
+    quantized = _saved(reference_patcher, tmp_path, "uniform-w4")
     dense_elements = sum(m.in_features * m.out_features for m in _tlq_layers(quantized).values())
 
     created: list[tuple[tuple, int]] = []
@@ -114,7 +134,7 @@ def test_loading_a_tlq_file_never_materialises_16bit_weights(reference_patcher, 
             return out
 
     with Record():
-        loaded = _unet_loader(tmp_path, "tlq-w4.safetensors")
+        loaded = _unet_loader(tmp_path, "uniform-w4.safetensors")
     ffn_shapes = {(1024, 256), (256, 1024)}
     assert not [s for s, _ in created if s in ffn_shapes]
     assert sum(n for _, n in created) < dense_elements        # measured ~0.67x on 0.33.0
@@ -128,12 +148,12 @@ def test_quantize_reads_its_own_models_weights_not_a_clone_left_patched(referenc
     """Clones share one module: after sampling a patched clone (a LoRA), the module holds that clone's weights until
     ComfyUI swaps models. Quantizing the plain MODEL must still quantize the plain weights."""
     from dit_accel.nodes.quantize_node import quantize_model
-    before = quantize_model(reference_patcher, "tlq-w4").model.diffusion_model.state_dict()
+    before = quantize_model(reference_patcher, "uniform-w4").model.diffusion_model.state_dict()
     key = "diffusion_model.blocks.0.self_attn.q.weight"
     patched = reference_patcher.clone()
     weight = patched.model.diffusion_model.blocks[0].self_attn.q.weight
     patched.add_patches({key: (torch.full_like(weight, 0.5),)}, 1.0)
     _sample(patched)
-    after = quantize_model(reference_patcher, "tlq-w4").model.diffusion_model.state_dict()
+    after = quantize_model(reference_patcher, "uniform-w4").model.diffusion_model.state_dict()
     assert all(torch.equal(getattr(before[k], "_qdata", before[k]), getattr(after[k], "_qdata", after[k]))
                for k in before)
