@@ -155,9 +155,9 @@ def test_more_devices_than_visible_is_refused(node_registry):
                  backend="cuda")
 
 
-@pytest.mark.parametrize("scheme", ["w8a8-convrot", "tlq-w4"])
+@pytest.mark.parametrize("scheme", ["w8a8-convrot", "uniform-w4"])
 def test_quantized_weights_load_on_every_rank(node_registry, workers, scheme):
-    """A DiT Quantize model (comfy-kitchen QuantizedTensor weights: core's INT8 layout, our TLQ layout) reaches the
+    """A DiT Quantize model (comfy-kitchen QuantizedTensor weights: core's INT8 layout, our codebook layout) reaches the
     workers as its inner tensors and samples like one process."""
     from dit_accel.nodes.quantize_node import quantize_model
     quantized = quantize_model(_execute(node_registry, "DiTAccelReferenceModelLoader")[0], scheme)
