@@ -11,9 +11,10 @@ Formats (a registry, SCHEMES):
     stored in the pack's codebook layout (`dit_accel_tlq{bits}`: codes, scales and the layer's level table).
     `quant_layout.py` registers that layout (once, from the pack's entry point) and lets UNETLoader read it;
     loading such a file needs the pack installed.
-  * tlq-w*: LRQ-DiT's twin-log codebook in the same layout, offered only at the bit widths in TLQ_BITS, where it
-    beats the uniform grid (README, "Where TLQ beats the uniform grid"). Files written by the former tlq-w3/4/6/8
-    schemes load as before: the loader reads the levels from the file, whichever grid wrote them.
+  * tlq-w3 / tlq-w4: LRQ-DiT's twin-log codebook in the same layout, offered only at the bit widths in TLQ_BITS,
+    where it beats the uniform grid on one route (README, "Where TLQ beats the uniform grid"). Files written by the
+    former tlq-w6 / tlq-w8 schemes load as before: the loader reads the levels from the file, whichever grid wrote
+    them.
   * w4a8-core: ComfyUI core's own asym_w4a8_int8 format (0.33+) with the stored values chosen by our quantizer
     (`accel/quant/core_w4a8.py`); loads in plain ComfyUI.
   * w8a8-convrot: INT8 W8A8 with ConvRot (core's "int8_tensorwise", ComfyUI 0.27+); loads in plain ComfyUI. A
@@ -53,11 +54,15 @@ class Scheme:
     core_format: str | None = None  # the QUANT_ALGOS entry ComfyUI needs to load the file without the pack
 
 
-# Bit widths where the twin-log codebook beats the uniform grid, measured per layer and at picture level on the
-# reference model and a Wan-format random-init model (benchmarks/tlq_vs_uniform.py, bench rows lrq-w* vs gptq-w* /
-# uniform-w*-datafree; README "Where TLQ beats the uniform grid"). Only 3 bits, calibrated: lrq-w3 31.7 dB against
-# gptq-w3 30.8 (1 seed); at 4, 6 and 8 bits it ties or loses, so there the node writes the uniform grid.
-TLQ_BITS: tuple[int, ...] = (3,)
+# Bit widths where the twin-log codebook beats the uniform grid on at least one route, measured per layer and at
+# picture level on the reference model and a Wan-format random-init model (benchmarks/tlq_vs_uniform.py, bench rows
+# lrq-w* vs gptq-w* / uniform-w*-datafree, 1 seed; README "Where TLQ beats the uniform grid"): 3 bits calibrated
+# (31.7 vs 30.8 dB; tied data-free) and 4 bits data-free (30.5 vs 29.1 dB; calibrated the uniform grid is ahead,
+# 37.9 vs 37.3). At 6 and 8 bits they tie per layer, so there the node writes only the uniform grid.
+TLQ_BITS: tuple[int, ...] = (3, 4)
+WHERE_TLQ_WINS = {3: "ahead of uniform-w3 when calibrated (31.7 vs 30.8 dB on the reference model), tied without",
+                  4: "ahead of uniform-w4 without calibration (30.5 vs 29.1 dB on the reference model); with a "
+                     "calibration prompt uniform-w4 is ahead (37.9 vs 37.3 dB)"}
 
 
 def _weight_only(codebook: str, label: str, bits: int) -> Scheme:
@@ -68,8 +73,8 @@ def _weight_only(codebook: str, label: str, bits: int) -> Scheme:
 
 SCHEMES: dict[str, Scheme] = {
     **{f"uniform-w{b}": _weight_only("uniform", "evenly spaced (uniform grid)", b) for b in (4, 3, 6, 8)},
-    **{f"tlq-w{b}": _weight_only("twin_log", "twin-log codebook (LRQ-DiT; ahead of the uniform grid here when "
-                                 "calibrated)", b) for b in TLQ_BITS},
+    **{f"tlq-w{b}": _weight_only("twin_log", f"twin-log codebook (LRQ-DiT; {WHERE_TLQ_WINS[b]})", b)
+       for b in TLQ_BITS},
     "w4a8-core": Scheme("ComfyUI core's own 4-bit format (asym_w4a8_int8: 4-bit codes, fp8 scales per 16 weights, "
                         "int8 activations; ~3.6x smaller linears); the file loads in plain ComfyUI 0.33+ with no "
                         "pack; our per-layer codebook and scale search choose the stored values, and with a "
@@ -79,7 +84,7 @@ SCHEMES: dict[str, Scheme] = {
                            "~2x smaller linears; the file loads in plain ComfyUI; fp8 weights with a warning on "
                            "ComfyUI before 0.27)", lambda g: Int8Config.convrot(), False, False),
 }
-DEFAULT_SCHEME = "uniform-w4"
+DEFAULT_SCHEME = "tlq-w4"  # the best 4-bit choice without calibration, the usual route
 NO_INT8_WARNING = "quant-no-int8"  # warn-once key (kernels/logs.py)
 CONFIG_ATTR = "dit_accel_quant_header"  # set on the diffusion model we build; the save node writes it
 NAME = "DiT Quantize"

@@ -208,8 +208,8 @@ def reference_quantize_and_save() -> dict:
 
 
 def quantized_file_with_core_loader_and_lora() -> dict:
-    """Load a quantized (4-bit codebook) file with ComfyUI's own Load Diffusion Model, sample plain and with a LoRA on top.
-    The file is the one the quantize-and-save workflow writes; the LoRA is the user's."""
+    """Load a quantized (4-bit codebook) file with ComfyUI's own Load Diffusion Model, sample plain and with a LoRA
+    on top. The file is the one the quantize-and-save workflow writes; the LoRA is the user's."""
     g = Graph(USER_MODELS)
     unet = g.node("UNETLoader", ["dit_accel_reference_w4.safetensors", "default"], [], [("MODEL", "MODEL")],
                   (0, 0), "Load the quantized file (core loader)")

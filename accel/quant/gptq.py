@@ -52,10 +52,13 @@ def hessian_block(in_features: int, budget: int | None = None) -> int:
     return HESSIAN_SPLIT
 
 
-def _inverse_hessian_factor(gram: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(upper Cholesky factor of H^{-1}, dead input channels): dead channels (H_kk = 0) are pinned (H_kk = 1; the
+def _inverse_hessian_factor(held: list[torch.Tensor], damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(upper Cholesky factor of H^{-1}, dead input channels) of the Gram block in `held` (a one-item list this
+    empties, so a block made for this call is freed once copied): dead channels (H_kk = 0) are pinned (H_kk = 1; the
     caller zeroes their weights) and H is dampened."""
+    gram = held.pop()
     h = gram.to(torch.float64, copy=True)
+    del gram
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     h.diagonal().add_(damp * torch.diag(h).mean())
@@ -119,6 +122,19 @@ def _round_columns(w: torch.Tensor, u: torch.Tensor, hdiag: torch.Tensor, grid, 
         w[:, end:] -= errors @ u[start:end, end:]
 
 
+def _block_factor(blocks: torch.Tensor, b: int, transform, damp: float, device: torch.device):
+    """(factor, dead channels, diagonal) of Hessian block b; a transformed block lives only in here, so it is
+    freed before the float64 factorisation peaks."""
+    block_gram = blocks[b].to(device)
+    if transform is not None:
+        block_gram = transform(block_gram)
+    hdiag = torch.diag(block_gram).float()
+    held = [block_gram]
+    del block_gram
+    u, dead = _inverse_hessian_factor(held, damp)
+    return u, dead, hdiag
+
+
 def gptq_round(weight: torch.Tensor, gram: torch.Tensor, grid, group_size: int, damp: float = 0.01,
                rows: int | None = None, block_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
                ) -> None:
@@ -135,11 +151,7 @@ def gptq_round(weight: torch.Tensor, gram: torch.Tensor, grid, group_size: int, 
         raise ValueError(f"Hessian blocks {tuple(blocks.shape)} do not tile {k} input channels in groups of "
                          f"{group_size}")
     for b in range(blocks.shape[0]):
-        block_gram = blocks[b].to(weight.device)
-        if block_transform is not None:
-            block_gram = block_transform(block_gram)
-        u, dead = _inverse_hessian_factor(block_gram, damp)
-        hdiag = torch.diag(block_gram).float()
+        u, dead, hdiag = _block_factor(blocks, b, block_transform, damp, weight.device)
         cols = slice(b * size, (b + 1) * size)
         for r in range(0, n, chunk):
             w = weight[r:r + chunk, cols].detach().float().clone()

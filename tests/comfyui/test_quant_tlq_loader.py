@@ -1,6 +1,6 @@
 """Codebook files (uniform-w* and TLQ) through ComfyUI's own UNETLoader (nodes.py), on every snapshot: bit-identical
 to the model that was saved, our layout's GEMM in the forward, LoRA through LoraLoaderModelOnly, no 16-bit weights
-made while loading, and twin-log files from the former tlq-w* schemes still loading."""
+made while loading, and twin-log files from the former tlq-w6/w8 schemes still loading."""
 from __future__ import annotations
 
 import functools
@@ -60,18 +60,19 @@ def test_tlq_file_loads_through_unetloader_bit_identical(reference_patcher, node
     assert torch.equal(out, _sample(quantized))
 
 
-def test_a_twin_log_file_of_the_former_tlq_scheme_still_loads_bit_identical(reference_patcher, node_registry,
-                                                                            tmp_path, monkeypatch):
-    """DiT Quantize wrote twin-log files as tlq-w4 before it kept TLQ only where it wins; they load unchanged."""
+def test_a_twin_log_file_of_a_former_tlq_scheme_still_loads_bit_identical(reference_patcher, node_registry,
+                                                                          tmp_path, monkeypatch):
+    """DiT Quantize wrote twin-log files as tlq-w6 before it kept TLQ only where it wins; they load unchanged."""
     from dit_accel.accel.quant.twin_log import uniform_codebook
     from dit_accel.nodes import quantize_node
-    monkeypatch.setitem(quantize_node.SCHEMES, "tlq-w4", quantize_node.Scheme(
-        "the former scheme", lambda g: quantize_node.WeightOnlyConfig(bits=4, group_size=g), True, True))
-    quantized = _saved(reference_patcher, tmp_path, "tlq-w4")
+    assert "tlq-w6" not in quantize_node.SCHEMES
+    monkeypatch.setitem(quantize_node.SCHEMES, "tlq-w6", quantize_node.Scheme(
+        "the former scheme", lambda g: quantize_node.WeightOnlyConfig(bits=6, group_size=g), True, True))
+    quantized = _saved(reference_patcher, tmp_path, "tlq-w6")
     monkeypatch.undo()
     codebooks = [m.weight._params.codebook for m in _tlq_layers(quantized).values()]
-    assert any(not torch.allclose(c, uniform_codebook(4)) for c in codebooks)   # really the twin-log fit
-    loaded = _unet_loader(tmp_path, "tlq-w4.safetensors")
+    assert any(not torch.allclose(c, uniform_codebook(6)) for c in codebooks)   # really the twin-log fit
+    loaded = _unet_loader(tmp_path, "tlq-w6.safetensors")
     saved, back = quantized.model.diffusion_model.state_dict(), loaded.model.diffusion_model.state_dict()
     assert saved.keys() == back.keys()
     assert all(torch.equal(getattr(saved[k], "_qdata", saved[k]), getattr(back[k], "_qdata", back[k]))
