@@ -37,9 +37,9 @@ def test_calibration_sees_every_block_linear_with_its_gram(calibration_stats, re
 def test_calibrated_weights_are_closer_to_16bit_than_data_free(calibration_stats, reference_patcher, caplog):
     from dit_accel.nodes.quantize_node import quantize_model
     ref = _sample(reference_patcher, seed=11)    # other seeds and digits than the calibration prompt
-    data_free = _sample(quantize_model(reference_patcher, "uniform-w3"), seed=11)
+    data_free = _sample(quantize_model(reference_patcher, "tlq-w3"), seed=11)
     with caplog.at_level(logging.INFO, logger="dit_accel"):
-        calibrated = _sample(quantize_model(reference_patcher, "uniform-w3", calibration=calibration_stats), seed=11)
+        calibrated = _sample(quantize_model(reference_patcher, "tlq-w3", calibration=calibration_stats), seed=11)
     assert "GPTQ-calibrated" in caplog.text
     assert _rel(calibrated, ref) < 0.8 * _rel(data_free, ref)   # measured ~0.67 (3-bit, 3 calibration steps)
 
