@@ -92,7 +92,8 @@ class WorkerPool:
             log_file = tempfile.TemporaryFile()
             device = f"cuda:{(cfg.devices or tuple(range(cfg.world_size)))[rank]}" if cfg.device == "cuda" else "cpu"
             cmd = [sys.executable, str(WORKER_SCRIPT), str(PACKAGE_ROOT), PACKAGE_NAME, str(rank), str(cfg.world_size),
-                   str(port), cfg.backend, device, str(cfg.timeout_s), str(cfg.threads), cfg.prelude or "", ",".join(cfg.setup)]
+                   str(port), cfg.backend, device, str(cfg.timeout_s), str(cfg.threads), cfg.prelude or "",
+                   ",".join(cfg.setup)]
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file,
                                                env=env))
             self.logs.append(log_file)

@@ -1,8 +1,8 @@
 """A worker rank: holds a model replica and runs every model call of a run on its shard of the image tokens.
 
 Started by `pool.WorkerPool` as `python worker.py <pack folder> <package name> <rank> <world> <port> <backend>
-<device> <timeout_s> <threads> <prelude script or ''> <setup functions, comma-separated, or ''>`; reads pickled commands from stdin until "exit" or end of
-file (rank 0 gone). Any error is printed to stderr and ends the process: rank 0's next collective then fails with that
+<device> <timeout_s> <threads> <prelude script or ''> <setup functions, comma-separated, or ''>`; reads pickled
+commands from stdin until "exit" or end of file (rank 0 gone). Any error is printed to stderr and ends the process: rank 0's next collective then fails with that
 message.
 """
 from __future__ import annotations
@@ -76,8 +76,7 @@ def serve(package: str, rank: int, world: int, port: int, backend: str, device: 
 
                 def forward(a, k, slot=slot):
                     local = a[slot] if isinstance(slot, int) else k[slot]
-                    x = a[0] if a else k["x"]
-                    x = x[0] if isinstance(x, (list, tuple)) else x
+                    x = host.adapter.model_input(a, k)  # the family's batch-carrying input (LTX-2: the video)
                     host.begin_call(local, x)
                     return host.call_model(local, x, blocks, lambda: model(*a, **k))
 
