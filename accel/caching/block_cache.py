@@ -23,7 +23,7 @@ from ..patch import BlockCall, DiTPatch, RunBlock
 from ..state import RunState, StreamState
 from ..parallel.comm import agree_all
 from .gates import GATES as GATE_TYPES, Gate, to_host
-from .predictors import ForecastConfig, Predictor
+from .predictors import ForecastConfig, Predictor, forecast_onto
 from .schedule import TIME_AXES, ScheduleWindow, forecast_time, too_short_note
 
 GATES = tuple(GATE_TYPES)  # the gates by name (`gates.py`)
@@ -238,13 +238,17 @@ class BlockCachePatch(DiTPatch):
         if call.position == cfg.span_start and not per_block:
             for s, state in self.streams(run, ctx, call.hidden):
                 state.span_input = {k: call.args[k][s.rows].clone() for k in call.stream_keys}
-        reuse = self._batch_reuse(run, ctx, call.hidden)
+        reuse, reuse_rows = self._batch_reuse(run, ctx, call.hidden)
         if cfg.gate_type.per_block or stats.span_compute_rows is None:
-            # The host sync: once per model call (once per block for the block gate, whose decision is per block).
-            stats.span_compute_rows = [i for i, r in enumerate(to_host(reuse)) if not r]
+            # The host sync: once per model call (once per block for the block gate, whose decision is per block
+            # and already on the host).
+            reuse_rows = to_host(reuse) if reuse_rows is None else reuse_rows
+            stats.span_compute_rows = [i for i, r in enumerate(reuse_rows) if not r]
         compute_rows = stats.span_compute_rows
-        if per_block:
-            self.stable_input(run, call)
+        if per_block and compute_rows:
+            self.stable_input(run, call)  # the block runs and may update its input in place: residuals need a copy
+        elif per_block and stats.block_inputs is None:
+            stats.block_inputs = {k: call.args[k] for k in call.stream_keys if call.args.get(k) is not None}
         inputs, stats.block_inputs = stats.block_inputs, None
         out = run_rows(run_block, call, compute_rows)
         if per_block:
@@ -304,30 +308,40 @@ class BlockCachePatch(DiTPatch):
         multiplies any cond/uncond mismatch by the guidance scale. Streams of one step that arrive in separate
         model calls follow the first call's decision. Outside the schedule window nothing reuses."""
         cfg = self._config(run)
+        on_host = isinstance(proposals[0][1], list)  # a gate that decides on the host (`decision_rows`)
         joint = proposals[0][1]
         for _, reuse, _ in proposals[1:]:
-            joint = joint & reuse if reuse.shape == joint.shape else torch.zeros_like(joint)
+            if on_host:
+                joint = [a and b for a, b in zip(joint, reuse)] if len(reuse) == len(joint) else [False] * len(joint)
+            else:
+                joint = joint & reuse if reuse.shape == joint.shape else torch.zeros_like(joint)
         if not cfg.window.allows_reuse(ctx) or cfg.off:
-            joint = torch.zeros_like(joint)
+            joint = [False] * len(joint) if on_host else torch.zeros_like(joint)
         # Under CFG parallelism this call holds some of the sample's streams; the others' groups answer too.
         joint = agree_all(joint)
         leader = self.run_data(run).leader
         # A branch pass (perturbation guidance) has streams of its own: it must not follow the main pass's decision.
         key = (ctx.step, point, getattr(ctx, "branch", None))
         previous = leader.get(key)
-        if previous is not None and previous.shape == joint.shape and previous.device == joint.device:
+        if previous is not None and _same_kind(previous, joint):
             return previous
         leader[key] = joint
         return joint
 
-    def _batch_reuse(self, run, ctx, hidden: torch.Tensor) -> torch.Tensor:
+    def _batch_reuse(self, run, ctx, hidden: torch.Tensor) -> tuple[torch.Tensor, list[bool] | None]:
+        """The call's reuse mask over its batch rows, and its host copy where the gate decided on the host."""
+        gate = self._config(run).gate_type
+        streams = self.streams(run, ctx, hidden)
+        rows = [gate.decision_rows(state) for _, state in streams]
+        if all(r is not None for r in rows):
+            flat = [r for stream_rows in rows for r in stream_rows]
+            return torch.tensor(flat, dtype=torch.bool).to(hidden.device, non_blocking=True), flat
         parts = []
-        for s, state in self.streams(run, ctx, hidden):
-            decision = self._config(run).gate_type.decision(state)
-            rows = s.rows.stop - s.rows.start
-            parts.append(decision if decision is not None else
-                         torch.zeros(rows, dtype=torch.bool, device=hidden.device))
-        return torch.cat(parts)
+        for s, state in streams:
+            decision = gate.decision(state)
+            parts.append(decision.to(hidden.device) if decision is not None else
+                         torch.zeros(s.rows.stop - s.rows.start, dtype=torch.bool, device=hidden.device))
+        return torch.cat(parts), None
 
     def _apply_block_residuals(self, run, ctx, call: BlockCall, inputs: dict, out: dict,
                                reuse: torch.Tensor, compute_rows: list[int]) -> None:
@@ -355,6 +369,13 @@ class BlockCachePatch(DiTPatch):
             state.reuse = None
             self._config(run).gate_type.end_call(state.gate)
         self.run_data(run).call_streams = None
+
+
+def _same_kind(previous, joint) -> bool:
+    """Whether a leader's decision can stand for this call's: as many rows, on the same side of the host line."""
+    if isinstance(previous, list) or isinstance(joint, list):
+        return isinstance(previous, list) and isinstance(joint, list) and len(previous) == len(joint)
+    return previous.shape == joint.shape and previous.device == joint.device
 
 
 def run_rows(run_block: RunBlock, call: BlockCall, compute_rows: list[int]) -> dict:
@@ -404,7 +425,7 @@ def _emit_residual(predictor, reuse: torch.Tensor, start: torch.Tensor, computed
         return None
     emitted = None
     if ran == "none":
-        emitted = start + predictor.predict(time)
+        emitted = forecast_onto(predictor, start, time)
     elif ran == "some":
         mask = reuse.view(-1, *[1] * (computed.dim() - 1))
         emitted = torch.where(mask, start + predictor.predict(time), computed)

@@ -7,8 +7,10 @@ else shares its batch. Decisions stay on the device as boolean masks; `to_host` 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..context import StepContext
@@ -22,7 +24,7 @@ def relative_change(current: torch.Tensor, previous: torch.Tensor, eps: float = 
     Summed over the trailing dims as the tensors lie (a model's token stream is often a transposed view, which
     `flatten` would copy whole), with the difference made absolute in place: the value only feeds a threshold."""
     dims = tuple(range(1, current.dim()))
-    count = current[0].numel()
+    count = math.prod(current.shape[1:])
     diff = (current.float() - previous.float()).abs_().sum(dims) / count
     ref = previous.float().abs().sum(dims) / count
     # Under sequence parallelism each rank holds a shard of the tokens: every rank decides from the whole image.
@@ -106,6 +108,10 @@ class Gate:
     def decision(self, stream) -> torch.Tensor | None:
         """The (rows,) reuse mask of the stream for the current block; None: compute."""
         return stream.reuse
+
+    def decision_rows(self, stream) -> list[bool] | None:
+        """The same decision where the gate made it on the host (no read-back needed); None: ask `decision`."""
+        return None
 
     def end_call(self, own) -> None:
         """End of a model call, with the gate's own state of one stream."""
@@ -212,13 +218,19 @@ class ConfidenceGate(_FirstBlocksGate):
 class BlockInputState:
     # block -> (its batched input at the last call, this stream's rows in it)
     inputs: dict[int, tuple[torch.Tensor, slice]] = field(default_factory=dict)
-    accumulated: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> (rows,) change since then
-    consecutive: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> (rows,) reuses in a row
-    reuse: torch.Tensor | None = None                                   # the current block's decision
+    # The per-row counters live on the host: this gate reads its change back once per block anyway, and at a
+    # block's scale a dozen tiny device ops per decision cost more than the arithmetic (issue 25's overhead).
+    accumulated: dict[int, list] = field(default_factory=dict)   # block -> per row change since then (float32)
+    consecutive: dict[int, list[int]] = field(default_factory=dict)  # block -> per row reuses in a row
+    reuse_rows: list[bool] | None = None                           # the current block's decision, per row
 
 
 class BlockInputGate(Gate):
-    """Per block, in the spirit of E-DiT: reuse a block while its input moved little since it was last computed."""
+    """Per block, in the spirit of E-DiT: reuse a block while its input moved little since it was last computed.
+
+    The change is measured on the device and read back once per block (the one host sync of a decision); the
+    accumulation, the threshold and the joint decision are then a few float32 scalars per row on the host, with
+    the same float32 rounding as `accumulated_change_gate` on the device."""
 
     per_block = True
     state_type = BlockInputState
@@ -230,54 +242,96 @@ class BlockInputGate(Gate):
     def at_block(self, cache, run, ctx, call, cfg) -> None:
         p = call.position
         streams = cache.streams(run, ctx, call.hidden)
-        stable = cache.stable_input(run, call)  # the block's input, kept unchanged for the next call's comparison
-        changes = self._changes(streams, p, call.hidden)
-        proposals = []
-        for (s, state), change in zip(streams, changes):
-            own = state.gate
-            cached = state.block_residual.get((p, call.stream_keys[0]))
-            consecutive = own.consecutive.get(p)
-            if consecutive is None:
-                consecutive = torch.zeros_like(state.consecutive)
-            accumulated = own.accumulated.get(p)
-            if accumulated is None:
-                accumulated = torch.zeros(s.rows.stop - s.rows.start, device=call.hidden.device)
-            if ctx.step_weight != 1 and isinstance(change, torch.Tensor):
-                change = change * ctx.step_weight
-            reuse, total = accumulated_change_gate(accumulated, change, cfg.threshold, consecutive,
-                                                   cfg.max_consecutive, cached is not None and not cached.empty)
-            proposals.append((state, reuse, total, consecutive))
-            own.inputs[p] = (stable, s.rows)
-        joint = cache.decide_jointly(run, ctx, p, [proposal[:3] for proposal in proposals])
-        for state, _, total, consecutive in proposals:
-            own = state.gate
-            own.accumulated[p] = torch.where(joint, total, 0.0)
-            own.consecutive[p] = torch.where(joint, consecutive + 1, 0)
-            own.reuse = joint
+        if self._may_reuse(streams, p, call, ctx, cfg):
+            measured, where = self._measure(streams, p, call.hidden, ctx.step_weight)
+        else:  # the decision is "compute" whatever the change: the same as an infinite one, without measuring it
+            measured, where = [], [(None, s.rows) for s, _ in streams]
+        self._decide(cache, run, ctx, call, cfg, streams, measured, where)
+        # The block's input, kept unchanged for the next call's comparison: a copy where the block runs (it may
+        # update its input in place), the input itself where every row reuses.
+        runs = not all(r for _, state in streams for r in state.gate.reuse_rows)
+        stable = cache.stable_input(run, call) if runs else call.hidden
+        for s, state in streams:
+            state.gate.inputs[p] = (stable, s.rows)
 
     @staticmethod
-    def _changes(streams, p: int, hidden: torch.Tensor) -> list:
-        """Each stream's relative input change at block `p` since its last call (inf where nothing to compare).
-        Streams stored from one batched call are compared in one batched pass, the rest one by one."""
+    def _may_reuse(streams, p: int, call, ctx, cfg) -> bool:
+        """Whether any row could reuse at this block: outside the schedule window, or where no stream has a cache or
+        every row has reused `max_consecutive` times, each row computes whatever its change (`_decide`)."""
+        if cfg.off or not cfg.window.allows_reuse(ctx):
+            return False
+        for _, state in streams:
+            cached = state.block_residual.get((p, call.stream_keys[0]))
+            if cached is not None and not cached.empty and \
+                    any(n < cfg.max_consecutive for n in state.gate.consecutive.get(p) or [0]):
+                return True
+        return False
+
+    @staticmethod
+    def _measure(streams, p: int, hidden: torch.Tensor, step_weight: float):
+        """Each stream's relative input change at block `p` since its last call, on the device: the measured (rows,)
+        tensors and, per stream, (index into them, its rows there), or (None, rows) where there is nothing to
+        compare. Streams stored from one batched call are compared in one batched pass, the rest one by one."""
         stored = [state.gate.inputs.get(p) for _, state in streams]
         if all(entry is not None for entry in stored) and all(entry[0] is stored[0][0] for entry in stored) \
                 and [entry[1] for entry in stored] == [s.rows for s, _ in streams] \
                 and stored[0][0].shape == hidden.shape:
-            batched = relative_change(hidden, stored[0][0])
-            return [batched[s.rows] for s, _ in streams]
-        changes = []
-        for (s, _), entry in zip(streams, stored):
-            ref = entry[0][entry[1]] if entry is not None else None
-            current = hidden[s.rows]
-            changes.append(relative_change(current, ref) if ref is not None and ref.shape == current.shape
-                           else float("inf"))
-        return changes
+            measured, where = [relative_change(hidden, stored[0][0])], [(0, s.rows) for s, _ in streams]
+        else:
+            measured, where = [], []
+            for (s, _), entry in zip(streams, stored):
+                ref = entry[0][entry[1]] if entry is not None else None
+                current = hidden[s.rows]
+                if ref is not None and ref.shape == current.shape:
+                    measured.append(relative_change(current, ref))
+                    where.append((len(measured) - 1, slice(0, s.rows.stop - s.rows.start)))
+                else:
+                    where.append((None, s.rows))
+        if step_weight != 1:  # on the device, as the change itself (float32 times the weight rounded to float32)
+            measured = [m * step_weight for m in measured]
+        return measured, where
+
+    # Host bookkeeping (the read-back and per-row counters): kept out of a compiled graph, as `decide_jointly` is.
+    @torch.compiler.disable
+    def _decide(self, cache, run, ctx, call, cfg, streams, measured, where) -> None:
+        p = call.position
+        values = to_host(torch.cat(measured)) if len(measured) > 1 else to_host(measured[0]) if measured else []
+        offsets = [0]
+        for m in measured:
+            offsets.append(offsets[-1] + m.shape[0])
+        threshold = np.float32(cfg.threshold)
+        proposals = []
+        for (s, state), (index, rows) in zip(streams, where):
+            own = state.gate
+            n_rows = s.rows.stop - s.rows.start
+            if index is None:
+                change = [np.float32("inf")] * n_rows
+            else:
+                change = [np.float32(v) for v in values[offsets[index] + rows.start:offsets[index] + rows.stop]]
+            cached = state.block_residual.get((p, call.stream_keys[0]))
+            have_cache = cached is not None and not cached.empty
+            consecutive = own.consecutive.get(p) or [0] * n_rows
+            accumulated = own.accumulated.get(p) or [np.float32(0)] * n_rows
+            totals = [a + c for a, c in zip(accumulated, change)]  # float32 + float32: the device's rounding
+            reuse = [bool(t < threshold) and n < cfg.max_consecutive and have_cache
+                     for t, n in zip(totals, consecutive)]
+            proposals.append((state, reuse, totals, consecutive))
+        joint = cache.decide_jointly(run, ctx, p, [(state, reuse, None) for state, reuse, _, _ in proposals])
+        for state, reuse, totals, consecutive in proposals:
+            own = state.gate
+            own.accumulated[p] = [t if j and r else np.float32(0) for t, r, j in zip(totals, reuse, joint)]
+            own.consecutive[p] = [n + 1 if j else 0 for n, j in zip(consecutive, joint)]
+            own.reuse_rows = list(joint)
 
     def decision(self, stream) -> torch.Tensor | None:
-        return stream.gate.reuse
+        return None if stream.gate.reuse_rows is None else \
+            torch.tensor(stream.gate.reuse_rows, dtype=torch.bool)
+
+    def decision_rows(self, stream) -> list[bool] | None:
+        return stream.gate.reuse_rows
 
     def end_call(self, own) -> None:
-        own.reuse = None
+        own.reuse_rows = None
 
 
 class StaticGate(Gate):

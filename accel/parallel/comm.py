@@ -186,14 +186,20 @@ def agree_row_means(*means: torch.Tensor, count: int) -> tuple[torch.Tensor, ...
     return tuple(stacked[i] / stacked[-1] for i in range(len(means)))
 
 
-def agree_all(mask: torch.Tensor) -> torch.Tensor:
-    """A per-sample boolean mask -> true only where it is true in every cfg group (one tiny all-reduce).
+def agree_all(mask):
+    """A per-sample boolean mask (a tensor, or a list of bools kept on the host) -> true only where it is true in
+    every cfg group (one tiny all-reduce), of the same kind.
 
     A block cache reuses a sample only if all of its streams may; under CFG parallelism cond and uncond sit in
     different cfg groups, so each group's own answer is combined here. Without a cfg axis: returned unchanged."""
     g = _cfg_collectives()
     if g is None:
         return mask
+    if isinstance(mask, list):
+        device = torch.device("cuda", torch.cuda.current_device()) if g.backend == "nccl" else torch.device("cpu")
+        agreed = torch.tensor(mask, dtype=torch.int32, device=device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=g.process_group)
+        return [bool(v) for v in agreed.tolist()]
     agreed = mask.to(torch.int32)
     dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=g.process_group)
     return agreed.bool()
