@@ -121,6 +121,8 @@ def validate_memory_gib(memory_gib: float) -> None:
 
 # ---- planning at a reduced shape ------------------------------------------------------------------------------
 
+INPUT_AXIS = "input"  # the model input's spatial size, beside the streams' token counts
+
 @dataclass(frozen=True)
 class StateShape:
     """What a patch's state depends on: the first block's stream shapes (key -> (rows, tokens, width), all rows of
@@ -148,18 +150,20 @@ class StateShape:
                      for i, (a, b) in enumerate(self.conds))
 
     @property
-    def unit(self) -> int:
-        """The largest K such that every stream's tokens and the input's spatial size are whole multiples of it."""
-        sizes = [shape[1] for _, shape in self.streams] + [math.prod(self.x[2:])]
-        return math.gcd(*sizes)
+    def token_axes(self) -> tuple[str, ...]:
+        """What the state's size can grow with: each stream's token count, and the model input's spatial size."""
+        return tuple(key for key, _ in self.streams) + (INPUT_AXIS,)
 
-    def reduced(self, scale: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """CPU tensors of this shape with every token count (and the input's spatial size) cut to `scale` / `unit`
-        of it: rows, widths, channels and dtype as at the full shape."""
-        k = self.unit
-        streams = {key: torch.zeros(shape[0], shape[1] // k * scale, *shape[2:], dtype=self.dtype)
+    def full_count(self, axis: str) -> int:
+        """The axis's size at the full shape."""
+        return math.prod(self.x[2:]) if axis == INPUT_AXIS else dict(self.streams)[axis][1]
+
+    def reduced(self, counts: dict[str, int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """CPU tensors of this shape with each axis (`token_axes`) cut to `counts[axis]` (1 where not given): rows,
+        widths, channels and dtype as at the full shape."""
+        streams = {key: torch.zeros(shape[0], counts.get(key, 1), *shape[2:], dtype=self.dtype)
                    for key, shape in self.streams}
-        x = torch.zeros(*self.x[:2], math.prod(self.x[2:]) // k * scale, dtype=self.dtype)
+        x = torch.zeros(*self.x[:2], counts.get(INPUT_AXIS, 1), dtype=self.dtype)
         return streams, x
 
     def block_args(self, streams: dict[str, torch.Tensor], kind_index: int, keys: tuple[str, ...]) -> dict:
@@ -170,11 +174,11 @@ class StateShape:
         return {keys[0]: torch.cat(list(streams.values()), dim=1)}
 
 
-def _simulate_reduced(patch: DiTPatch, shape: StateShape, scale: int, total_steps: int,
+def _simulate_reduced(patch: DiTPatch, shape: StateShape, counts: dict[str, int], total_steps: int,
                       steps: int | None) -> tuple[int, int]:
     run = RunState()
     patch.on_run_start(run)
-    streams, x = shape.reduced(scale)
+    streams, x = shape.reduced(counts)
     schedule = tuple(1.0 - i / total_steps for i in range(total_steps)) + (0.0,)
     kinds = tuple(dict.fromkeys(k for k, _ in shape.layout))
     peak = [0, 0]
@@ -211,16 +215,20 @@ def simulate(patch: DiTPatch, shape: StateShape, total_steps: int = 20, steps: i
     """Largest state `patch` holds over the first `steps` steps (all by default) of a `total_steps` schedule at
     `shape`, as (device bytes, bytes offloaded to CPU memory), from its own hooks and allocations.
 
-    The patch runs twice on CPU tensors at 1 / unit and 2 / unit of the shape's tokens (full width, depth, rows and
-    dtype; a few tokens each): what it keeps is per-token tensors plus per-row scalars, so its bytes are affine in
-    the tokens and the two runs give them at the full shape exactly (`tests/accel/test_memory.py` checks a third
-    size). The state is measured after the last block of each call (the stack's end holds the most) and after each
-    call."""
+    The patch runs on CPU tensors with one token per stream and a one-element input (full width, depth, rows and
+    dtype), then once more per axis with that axis at two: what it keeps is per-token tensors (of one stream, or of
+    the streams joined) plus per-row scalars, so its bytes are affine in each axis, and those runs give them at the
+    full shape exactly (`tests/accel/test_memory.py` checks it against a run at the full token count). The runs stay a
+    few tokens whatever the shape: planning never allocates what it is planning (a token count with no small common
+    divisor, such as Qwen-Image's 83 x 83, once made it simulate at full size). The state is measured after the last
+    block of each call (the stack's end holds the most) and after each call."""
     with _local_only():
-        small = _simulate_reduced(patch, shape, 1, total_steps, steps)
-        large = _simulate_reduced(patch, shape, 2, total_steps, steps)
-    k = shape.unit
-    return tuple(a + (b - a) * (k - 1) for a, b in zip(small, large))
+        base = _simulate_reduced(patch, shape, {}, total_steps, steps)
+        total = list(base)
+        for axis in shape.token_axes:
+            bumped = _simulate_reduced(patch, shape, {axis: 2}, total_steps, steps)
+            total = [t + (b - a) * (shape.full_count(axis) - 1) for t, a, b in zip(total, base, bumped)]
+    return tuple(total)
 
 
 @contextmanager

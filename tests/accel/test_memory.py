@@ -66,8 +66,21 @@ def test_planned_state_equals_what_a_real_run_holds(tiny_wan, patch):
 def test_extrapolated_bytes_equal_a_run_at_the_full_token_count():
     shape = dataclasses.replace(SHAPES["flux-dev-1024"], latent=(16, 1, 16, 32)).state_shape()  # 128 + 256 tokens
     patch = BlockCachePatch(dataclasses.replace(preset("wan", "balanced"), memory_gib=0))
-    assert shape.unit > 2
-    assert simulate(patch, shape, 8) == _simulate_reduced(patch, shape, shape.unit, 8, None)
+    full = {axis: shape.full_count(axis) for axis in shape.token_axes}
+    assert simulate(patch, shape, 8) == _simulate_reduced(patch, shape, full, 8, None)
+
+
+def test_planning_a_shape_with_no_common_token_divisor_stays_small(monkeypatch):
+    """Qwen-Image at 1328 px: 83 x 83 image tokens beside the prompt's. The plan runs at a few tokens per stream (it
+    once simulated at the full count, holding gigabytes of host memory to plan a 1 GiB budget)."""
+    import dit_accel.accel.memory as memory
+    shape = SHAPES["qwen-image-1328"].state_shape()
+    seen = []
+    real = memory._simulate_reduced
+    monkeypatch.setattr(memory, "_simulate_reduced", lambda patch, shp, counts, *a: seen.append(counts) or
+                        real(patch, dataclasses.replace(shp, layout=shp.layout[:2]), counts, *a))
+    simulate(BlockCachePatch(dataclasses.replace(preset("wan", "balanced"), memory_gib=0)), shape, 8)
+    assert seen and all(max(counts.values(), default=1) <= 2 for counts in seen)
 
 
 @pytest.mark.parametrize("shape", ["wan-14b-480p-81f", "flux-dev-1024"])
