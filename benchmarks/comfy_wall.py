@@ -5,7 +5,8 @@ on the reference model at batch 1, and what a skipped (forecast or reused) model
 
 Every arm samples the same seeds, interleaved (full, block cache, forecast, full, ...), so a drifting machine slows
 them alike. Compute is the block rows each arm ran, counted by a block replacement installed on the base model for
-every arm; wall is each sampling call's median. Per model call (ComfyUI's `model_function_wrapper`, around
+every arm; wall is each sampling call's median, and the median of each seed's full / arm ratio ("paired": the arms of one seed
+run back to back, so a machine that drifts between seeds cancels out); a warm-up round of every arm runs first. Per model call (ComfyUI's `model_function_wrapper`, around
 everything ComfyUI does for one call): its wall time and whether any block ran, which gives a skipped call's cost as a
 fraction of a computed one in the same run.
 """
@@ -37,6 +38,7 @@ def main():
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds of every arm first (first-call costs)")
     p.add_argument("--json", type=Path, help="write the rows here")
     args = p.parse_args()
     version = setup_comfy()
@@ -60,7 +62,8 @@ def main():
     walls = {name: [] for name in arms}
     block_rows = {}
     calls = {name: [] for name in arms}  # (wall s, blocks ran?) per model call
-    for seed in range(args.seeds):
+    for round_ in range(args.warmup + args.seeds):
+        seed = round_ - args.warmup  # negative: a warm-up round, sampled and dropped
         for name, model in arms.items():
             timed = model.clone()
 
@@ -76,13 +79,17 @@ def main():
             start = time.perf_counter()
             nodes.common_ksampler(timed, seed, args.steps, args.cfg, "euler", "simple",
                                   [[label_context([3]), {}]], [[label_context([UNCONDITIONAL]), {}]], latent)
+            if seed < 0:
+                calls[name].clear()
+                continue
             walls[name].append(time.perf_counter() - start)
             block_rows[name] = rows["rows"]
     full_wall = statistics.median(walls["full"])
     full_call = statistics.median(w for w, ran in calls["full"])
     print(f"ComfyUI {version}, reference model (256 tokens), batch 1, {args.steps} steps, CFG {args.cfg:g}, "
           f"{args.seeds} seeds interleaved; full: {full_wall:.3f} s per image, {full_call * 1e3:.2f} ms per call")
-    print(f"{'arm':28s} {'compute x':>9s} {'wall x':>7s} {'wall/compute':>12s} {'computed call ms':>16s} "
+    print(f"{'arm':28s} {'compute x':>9s} {'wall x':>7s} {'wall/compute':>12s} {'paired x':>8s} {'paired/compute':>14s} "
+          f"{'computed call ms':>16s} "
           f"{'skipped call ms':>15s} {'skipped/computed':>16s}")
     out = []
     for name in arms:
@@ -90,14 +97,18 @@ def main():
         skipped = [w for w, ran in calls[name] if not ran]
         compute = block_rows["full"] / max(1, block_rows[name])
         wall = full_wall / statistics.median(walls[name])
+        # Each seed's arms ran back to back: their ratio cancels the machine's drift between seeds.
+        paired = statistics.median(f / w for f, w in zip(walls["full"], walls[name]))
         row = {"arm": name, "speedup_compute": compute, "speedup_wall": wall, "wall_over_compute": wall / compute,
+               "speedup_wall_paired": paired, "paired_over_compute": paired / compute,
                "computed_call_ms": statistics.median(computed) * 1e3 if computed else None,
                "skipped_call_ms": statistics.median(skipped) * 1e3 if skipped else None}
         row["skipped_over_computed"] = (row["skipped_call_ms"] / row["computed_call_ms"]
                                         if skipped and computed else None)
         out.append(row)
         fmt = (lambda v, f: format(v, f) if v is not None else "-")
-        print(f"{name:28s} {compute:9.2f} {wall:7.2f} {wall / compute:12.2f} {fmt(row['computed_call_ms'], '16.2f')} "
+        print(f"{name:28s} {compute:9.2f} {wall:7.2f} {wall / compute:12.2f} {paired:8.2f} {paired / compute:14.2f} "
+              f"{fmt(row['computed_call_ms'], '16.2f')} "
               f"{fmt(row['skipped_call_ms'], '15.2f')} {fmt(row['skipped_over_computed'], '16.3f')}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
