@@ -45,7 +45,7 @@ def state_nbytes(obj, seen: set | None = None, host: bool = False) -> int:
     if id(obj) in seen:
         return 0
     if isinstance(obj, torch.Tensor):
-        if host:
+        if host or obj.device.type == "meta":  # a meta tensor is a shape, not memory
             return 0
         storage = obj.untyped_storage()
         key = ("storage", obj.device, storage._cdata)

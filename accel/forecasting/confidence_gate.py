@@ -81,6 +81,9 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
             stats.call_states = []
         stats.decisions[ctx.step] = True
         stats.last_compute = max(stats.last_compute, ctx.step)
+        if self._config(run).off:  # planned off at the first block: keep nothing (the budget's last rung)
+            stats.probe_residual = None
+            return out
         residual = stats.probe_residual
         packed = self._packed(run, out)
         for s, state in states:
@@ -98,6 +101,8 @@ class ConfidenceGatedForecastPatch(OutputForecastPatch):
         stats = self.run_data(run)
         if stats.config is None:  # the run's first call: the probe's history is shaped like the first block's
             self._plan(run, ctx, call, stats.input_like)
+        if self._config(run).off:
+            return run_block(call.args)
         # Blocks may update their input in place (Flux's addcmul_): keep the input to measure the residual.
         before = call.hidden.clone()
         key = call.stream_keys[0]

@@ -200,6 +200,8 @@ class OutputForecastPatch(DiTPatch):
         if stats.config is None:
             self._plan(run, ctx, None, call.x)
         stats.total_steps = max(stats.total_steps, ctx.total_steps)
+        if self._config(run).off:  # nothing is ever forecast: keep nothing (the memory budget's last rung relies on it)
+            return run_model()
         states = self._states(run, ctx, call.x)
         time = schedule_time(ctx)
         if not self._compute(run, ctx, states):

@@ -137,3 +137,17 @@ def test_a_plan_made_inside_a_parallel_run_stays_on_this_rank(monkeypatch):
         assert comm.in_run()
     finally:
         comm.leave_run()
+
+
+@pytest.mark.parametrize("method", ["cg-taylor", "taylorseer"])
+def test_a_forecaster_its_budget_turns_off_keeps_nothing(tiny_wan, method):
+    """The last rung ("forecasting off") must hold no state: CG-Taylor's probe once kept recording the first block's
+    residual while off (1.5 GiB on the device at wan-14b-720p-81f, over the 1 GiB it had planned to fit)."""
+    import dataclasses as dc
+    from dit_accel.accel.forecasting.methods import ForecastSettings
+    expected, _, _ = sample_with(tiny_wan, steps=12)
+    patch = ForecastSettings(method, interval=3, warmup_steps=1).patch()
+    patch.config = dc.replace(patch.config, memory_gib=1e-6)
+    out, log, run = sample_with(tiny_wan, [patch], steps=12)
+    assert "forecasting off" in log[0] and run.metrics["state_bytes"] == 0
+    assert torch.equal(out, expected)
