@@ -46,9 +46,11 @@ class DiTBlockCache(io.ComfyNode):
                                        "first_block = compute the first block, skip the rest while its output is "
                                        "steady; static = compute every `interval` steps."),
                 io.Combo.Input("granularity", options=list(GRANULARITIES), default=_DEFAULT.granularity,
-                               **ADVANCED, tooltip="custom only: reuse the residual of the whole stack after the "
-                                                      "gate blocks, or of each block (the block gate always works "
-                                                      "per block)."),
+                               **ADVANCED, tooltip="custom only: stack = reuse the residual of the whole stack "
+                                                      "after the gate blocks; block = of each block (the block gate "
+                                                      "always works per block); span = on Flux / HunyuanVideo one "
+                                                      "residual over the single blocks while the double blocks run "
+                                                      "(one hidden state kept; elsewhere the same as stack)."),
                 io.Int.Input("interval", default=_DEFAULT.interval, min=1, max=10, **ADVANCED,
                              tooltip="custom, static gate only: compute every N-th step."),
                 io.Float.Input("start_percent", default=_DEFAULT.start_percent, min=0.0, max=1.0, step=0.01,

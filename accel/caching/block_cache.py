@@ -27,7 +27,7 @@ from .predictors import ForecastConfig, Predictor, forecast_onto
 from .schedule import TIME_AXES, ScheduleWindow, forecast_time, too_short_note
 
 GATES = tuple(GATE_TYPES)  # the gates by name (`gates.py`)
-GRANULARITIES = ("stack", "block")
+GRANULARITIES = ("stack", "block", "span")
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,11 @@ class BlockCacheConfig:
         `gate_blocks`, skip the rest while the gate blocks' own forecast matches them: CG-Taylor's confidence gate),
         "block" (decide each block from how far its input moved since it was last computed), or "static" (compute
         on a fixed budget, at most `interval` steps apart, spread evenly).
-    granularity: "stack" reuses the residual of all blocks after the gate blocks, "block" each block's own residual.
-        The block gate always works per block.
+    granularity: "stack" reuses the residual of all blocks after the gate blocks, "block" each block's own residual,
+        "span" one residual over the last block kind's blocks: on models with several block kinds (Flux, HunyuanVideo:
+        double then single blocks), whose stack is not one stream from start to end, the single blocks are skipped
+        as one span and the others always run (one hidden state kept, where "stack" keeps per-block residuals there);
+        on one-kind models the same as "stack". The block gate always works per block.
     """
 
     threshold: float = 0.1
@@ -122,6 +125,9 @@ class BlockCacheStream(StreamState):
     block_residual: dict[tuple[int, str], Predictor] = field(default_factory=dict)
     reuse: torch.Tensor | None = None              # span gates: this call's decision for the span
     span_input: dict[str, torch.Tensor] = field(default_factory=dict)
+    # The streams its per-block histories were last kept with (`_call_group`): one history over the batch of a call
+    # whose streams tile it, else its own; a change of grouping starts the histories afresh.
+    residual_group: tuple | None = None
 
     def reset(self) -> None:
         self.__init__()
@@ -175,6 +181,11 @@ class BlockCachePatch(DiTPatch):
                 state.consecutive = torch.zeros(rows, dtype=torch.int32, device=hidden.device)
                 state.have_cache = torch.zeros(rows, dtype=torch.bool, device=hidden.device)
             found.append((s, state))
+        group = _call_group(found, like.shape[0])
+        if any(state.residual_group != group for _, state in found):
+            for _, state in found:  # a new grouping: histories kept with the old one would be stale for it
+                state.block_residual.clear()
+                state.residual_group = group
         if stats.stack_input is not None:
             stats.call_streams = found
         return found
@@ -199,11 +210,23 @@ class BlockCachePatch(DiTPatch):
     # ---- hooks -------------------------------------------------------------------------------------------
     def _per_block(self, run: RunState, call: BlockCall) -> bool:
         # A residual over the whole stack needs streams of one shape from start to end; models with several block
-        # kinds (Flux: double then single, on a joint sequence) reuse per block instead.
-        return self._config(run).per_block or len(call.layout_kinds) > 1
+        # kinds (Flux: double then single, on a joint sequence) reuse per block instead, or over the last kind
+        # ("span").
+        cfg = self._config(run)
+        return cfg.per_block or (len(call.layout_kinds) > 1 and cfg.granularity != "span")
 
     def _per_block_config_or_seen(self, run: RunState) -> bool:
-        return self._config(run).per_block or self.run_data(run).several_kinds
+        cfg = self._config(run)
+        return cfg.per_block or (self.run_data(run).several_kinds and cfg.granularity != "span")
+
+    def _span_start(self, cfg: BlockCacheConfig, call: BlockCall) -> int:
+        """The first block that may be skipped in this model: after the gate blocks, and for "span" on a model with
+        several block kinds, the first block of its last kind."""
+        start = cfg.span_start
+        if cfg.granularity == "span" and len(call.layout_kinds) > 1 and call.layout:
+            last = call.layout_kinds[-1]
+            start = max(start, next(i for i, (kind, _) in enumerate(call.layout) if kind == last))
+        return start
 
     def before_blocks(self, run: RunState, ctx: StepContext, call: BlockCall) -> None:
         stats = self.run_data(run)
@@ -227,15 +250,16 @@ class BlockCachePatch(DiTPatch):
         stats = self.run_data(run)
         if cfg.off:  # nothing is ever reused: keep nothing (the memory budget's last rung relies on it)
             return run_block(call.args)
-        if call.position < cfg.span_start:
+        span_start = self._span_start(cfg, call)
+        if call.position < span_start:
             out = run_block(call.args)
-            if call.position == cfg.span_start - 1:
+            if call.position == cfg.span_start - 1:  # the gate blocks ran (a gate that probes them)
                 cfg.gate_type.after_gate_blocks(self, run, ctx, call, out, cfg)
             return out
         per_block = self._per_block(run, call)
         stats.block_inputs = None
         cfg.gate_type.at_block(self, run, ctx, call, cfg)
-        if call.position == cfg.span_start and not per_block:
+        if call.position == span_start and not per_block:
             for s, state in self.streams(run, ctx, call.hidden):
                 state.span_input = {k: call.args[k][s.rows].clone() for k in call.stream_keys}
         reuse, reuse_rows = self._batch_reuse(run, ctx, call.hidden)
@@ -347,8 +371,23 @@ class BlockCachePatch(DiTPatch):
                                reuse: torch.Tensor, compute_rows: list[int]) -> None:
         p = call.position
         streams = list(self.streams(run, ctx, call.hidden))
+        time = self.time(ctx)
+        grouped = streams[0][1].residual_group is not None
         for key in call.stream_keys:
             if out.get(key) is None or key not in inputs:
+                continue
+            if grouped:
+                # One history over the whole batch, shared by the call's streams (each row is still its own: the
+                # values are those of per-stream histories, with half the ops under CFG).
+                predictor = streams[0][1].block_residual.get((p, key))
+                if predictor is None:
+                    predictor = self._config(run).predictor.build()
+                    for _, state in streams:
+                        state.block_residual[(p, key)] = predictor
+                emitted = _emit_residual(predictor, reuse, inputs[key], out[key], time,
+                                         _rows_ran(compute_rows, slice(0, call.hidden.shape[0])))
+                if emitted is not None:
+                    out[key] = emitted
                 continue
             parts = []
             for s, state in streams:
@@ -356,7 +395,7 @@ class BlockCachePatch(DiTPatch):
                 if predictor is None:
                     predictor = state.block_residual[(p, key)] = self._config(run).predictor.build()
                 parts.append((s.rows, _emit_residual(predictor, reuse[s.rows], inputs[key][s.rows], out[key][s.rows],
-                                                     self.time(ctx), _rows_ran(compute_rows, s.rows))))
+                                                     time, _rows_ran(compute_rows, s.rows))))
             out[key] = _assemble(out[key], parts)
 
     def _finish_rows(self, run, ctx, hidden: torch.Tensor) -> None:
@@ -369,6 +408,16 @@ class BlockCachePatch(DiTPatch):
             state.reuse = None
             self._config(run).gate_type.end_call(state.gate)
         self.run_data(run).call_streams = None
+
+
+def _call_group(streams, batch: int) -> tuple | None:
+    """The call's streams as one group for the per-block histories: several streams whose rows tile the batch in
+    order (ComfyUI's cond + uncond in one call); None: each stream keeps its own."""
+    rows = [s.rows for s, _ in streams]
+    if len(rows) < 2 or rows[0].start != 0 or rows[-1].stop != batch or \
+            any(a.stop != b.start for a, b in zip(rows, rows[1:])):
+        return None
+    return tuple((s.key, s.rows.start, s.rows.stop) for s, _ in streams)
 
 
 def _same_kind(previous, joint) -> bool:

@@ -7,6 +7,8 @@ in which a setting that does not fit is made cheaper (before anything is allocat
      block kinds (Flux, HunyuanVideo: a joint sequence in the single blocks) the residuals stay per block, only the
      gate's inputs go;
   3. history offloaded to CPU memory (GPU models only; at most a quarter of the system's available memory);
+  3b. on models with several block kinds: one residual over the last kind's blocks (granularity "span": the single
+     blocks skipped as one span, the double blocks always run), one hidden state instead of a residual per block;
   4. Taylor order 1, then plain reuse;
   5. caching off, said in the log line, rather than running out of memory mid-run.
 
@@ -70,10 +72,20 @@ def _stack_schedule(config):
     return config.gate_type.stack_setting(config) if config.per_block else None
 
 
-def ladder(dtype: torch.dtype, device: torch.device) -> list:
+def _last_kind_span(config):
+    # After the stack rung a model with several block kinds still keeps per-block residuals; one residual over its
+    # last kind (the single blocks) keeps one hidden state instead.
+    return dataclasses.replace(config, granularity="span") \
+        if config.granularity == "stack" and not config.probes_first_blocks and not config.per_block else None
+
+
+def ladder(dtype: torch.dtype, device: torch.device, several_kinds: bool = False) -> list:
+    span = [("one residual over the last block kind's span (the single blocks) instead of each block's",
+             _last_kind_span)] if several_kinds else []
     return [_on_history(precision_rung(dtype)),
             ("static schedule on the block stack's residual instead of each block's", _stack_schedule),
             _on_history(offload_rung(device)),
+            *span,
             *(_on_history(r) for r in order_rungs()),
             ("caching off", lambda c: dataclasses.replace(c, gate="static", interval=1))]
 
@@ -89,7 +101,9 @@ def fit_block_cache(patch, shape: StateShape, free_memory: int | None, total_ste
                     device: torch.device) -> Fit:
     config = patch.config
     budget = MemoryBudget.resolve(config.memory_gib, free_memory)
-    return fit(config, ladder(shape.dtype, device), lambda c: planned_bytes(c, shape, total_steps), budget)
+    several_kinds = len({kind for kind, _ in shape.layout}) > 1
+    return fit(config, ladder(shape.dtype, device, several_kinds), lambda c: planned_bytes(c, shape, total_steps),
+               budget)
 
 
 @torch.compiler.disable

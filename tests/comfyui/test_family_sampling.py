@@ -191,3 +191,28 @@ def test_block_cache_through_the_sampler_on_every_family(name, comfy_root, caplo
     if adapter_for(diffusion_model).object_patches(diffusion_model):
         # The clones patched the shared model's layers while loaded: the plain MODEL must sample as before.
         assert torch.equal(_sample(patcher, name), full)
+
+
+@pytest.mark.parametrize("name", ["flux", "hunyuan_video", "wan"])
+def test_span_granularity_skips_only_the_last_block_kind(name, comfy_root):
+    """granularity "span" (the memory budget's rung for models with several block kinds): the single blocks are
+    skipped as one span with one residual, the double blocks always run; closer to full compute than skipping the
+    same blocks without reuse. On a one-kind model (Wan) it is exactly "stack"."""
+    from dit_accel.nodes.comfy.patcher import apply_patch
+    patcher = _patcher(name)
+    full = _sample(patcher, name)
+    settings = dict(gate="static", interval=2, warmup_steps=1, final_steps=1)
+    cache = RecordingCache(BlockCacheConfig(granularity="span", **settings))
+    spanned = _sample(apply_patch(patcher, cache), name)
+    if name == "wan":
+        stack = _sample(apply_patch(patcher, BlockCachePatch(BlockCacheConfig(granularity="stack", **settings))), name)
+        assert torch.equal(spanned, stack) and cache.skipped
+        return
+    depth = SPECS[name].unet["depth"]  # the double blocks come first in the block loop
+    assert cache.skipped and all(position >= depth for _, position in cache.skipped), sorted(cache.skipped)
+    skipped_steps = {step for step, _ in cache.skipped}
+    total = depth + SPECS[name].unet["depth_single_blocks"]
+    assert cache.skipped == {(step, p) for step in skipped_steps for p in range(depth, total)}
+    dropped = _sample(apply_patch(patcher, DropSkipped(cache.skipped)), name)
+    assert torch.isfinite(spanned).all()
+    assert _relative_error(spanned, full) < _relative_error(dropped, full)
