@@ -13,6 +13,7 @@ Decisions are per batch row and per conditioning stream; state lives in the run'
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -96,7 +97,7 @@ class BlockCacheConfig:
     def probes_first_blocks(self) -> bool:
         return self.gate_type.probes_first_blocks
 
-    @property
+    @functools.cached_property  # asked at every block; a frozen config's window never changes
     def window(self) -> ScheduleWindow:
         return ScheduleWindow.of(self)
 
@@ -146,6 +147,7 @@ class BlockCacheRun:
     leader: dict = field(default_factory=dict)  # (step, decision point, branch) -> the decision its first call made
     call_streams: list | None = None            # this model call's (stream, state) pairs, looked up once per call
     block_inputs: dict | None = None            # this block call's input copies (`stable_input`)
+    masks: dict = field(default_factory=dict)   # (host decision, device) -> its reuse mask, made once per run
 
 
 class BlockCachePatch(DiTPatch):
@@ -359,7 +361,13 @@ class BlockCachePatch(DiTPatch):
         rows = [gate.decision_rows(state) for _, state in streams]
         if all(r is not None for r in rows):
             flat = [r for stream_rows in rows for r in stream_rows]
-            return torch.tensor(flat, dtype=torch.bool).to(hidden.device, non_blocking=True), flat
+            # A few patterns recur at every block (all compute, all reuse): one read-only mask each per run.
+            masks = self.run_data(run).masks
+            key = (tuple(flat), hidden.device)
+            mask = masks.get(key)
+            if mask is None:
+                mask = masks[key] = torch.tensor(flat, dtype=torch.bool).to(hidden.device)
+            return mask, flat
         parts = []
         for s, state in streams:
             decision = gate.decision(state)
