@@ -2,7 +2,9 @@
 of tensors.
 
 Every decision is made per batch row (a sample of one conditioning stream), so a sample's image never depends on what
-else shares its batch. Decisions stay on the device as boolean masks; `to_host` is the one place they are read back.
+else shares its batch. Decisions stay on the device as boolean masks, except the block gate's, which reads its change
+back at every block anyway and keeps its per-row counters on the host; `to_host` is the one place anything is read
+back.
 """
 from __future__ import annotations
 
