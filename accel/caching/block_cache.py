@@ -215,7 +215,8 @@ class BlockCachePatch(DiTPatch):
         # kinds (Flux: double then single, on a joint sequence) reuse per block instead, or over the last kind
         # ("span").
         cfg = self._config(run)
-        return cfg.per_block or (len(call.layout_kinds) > 1 and cfg.granularity != "span")
+        # "span" needs the loop's layout to find where the last kind starts (every host call carries it).
+        return cfg.per_block or (len(call.layout_kinds) > 1 and (cfg.granularity != "span" or not call.layout))
 
     def _per_block_config_or_seen(self, run: RunState) -> bool:
         cfg = self._config(run)
