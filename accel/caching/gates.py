@@ -263,8 +263,7 @@ class BlockInputGate(Gate):
         if cfg.off or not cfg.window.allows_reuse(ctx):
             return False
         for _, state in streams:
-            cached = state.block_residual.get((p, call.stream_keys[0]))
-            if cached is not None and not cached.empty and \
+            if _has_history(state, p, call) and \
                     any(n < cfg.max_consecutive for n in state.gate.consecutive.get(p) or [0]):
                 return True
         return False
@@ -310,8 +309,7 @@ class BlockInputGate(Gate):
                 change = [np.float32("inf")] * n_rows
             else:
                 change = [np.float32(v) for v in values[offsets[index] + rows.start:offsets[index] + rows.stop]]
-            cached = state.block_residual.get((p, call.stream_keys[0]))
-            have_cache = cached is not None and not cached.empty
+            have_cache = _has_history(state, p, call)
             consecutive = own.consecutive.get(p) or [0] * n_rows
             accumulated = own.accumulated.get(p) or [np.float32(0)] * n_rows
             totals = [a + c for a, c in zip(accumulated, change)]  # float32 + float32: the device's rounding
@@ -334,6 +332,12 @@ class BlockInputGate(Gate):
 
     def end_call(self, own) -> None:
         own.reuse_rows = None
+
+
+def _has_history(state, p: int, call) -> bool:
+    """Whether the stream has a residual history for block `p` to reuse (what a skipped block emits from)."""
+    cached = state.block_residual.get((p, call.stream_keys[0]))
+    return cached is not None and not cached.empty
 
 
 class StaticGate(Gate):
