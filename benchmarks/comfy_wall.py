@@ -1,19 +1,22 @@
 """Wall time against compute through ComfyUI's own sampler: DiT Block Cache and DiT Forecast at their node defaults
 on the reference model at batch 1, and what a skipped (forecast or reused) model call costs against a computed one.
 
-    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/comfy_wall.py [--seeds 5] [--steps 20] [--json out.json]
+    eval "$(../shared/comfyui/setup.sh)"; python benchmarks/comfy_wall.py [--seeds 5] [--steps 20] [--json out.json] \
+        [--allocator steady|glibc]
 
 Every arm samples the same seeds, interleaved (full, block cache, forecast, full, ...), so a drifting machine slows
 them alike. Compute is the block rows each arm ran, counted by a block replacement installed on the base model for
 every arm; wall is each sampling call's median, and the median of each seed's full / arm ratio ("paired": the arms of one seed
 run back to back, so a machine that drifts between seeds cancels out); a warm-up round of every arm runs first. Per model call (ComfyUI's `model_function_wrapper`, around
 everything ComfyUI does for one call): its wall time and whether any block ran, which gives a skipped call's cost as a
-fraction of a computed one in the same run.
+fraction of a computed one in the same run. glibc's heap is pinned resident first (`steady_heap.py`: otherwise its
+trimming makes whichever arm the heap's history picks fault its memory back in, up to a fifth of a run).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -23,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_core_caches import count_block_rows, setup_comfy  # noqa: E402
+from steady_heap import pin_glibc_heap  # noqa: E402
 
 
 def node_defaults(node_cls) -> dict:
@@ -40,7 +44,10 @@ def main():
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds of every arm first (first-call costs)")
     p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--allocator", choices=("steady", "glibc"), default="steady",
+                   help="steady: pin glibc's heap resident (steady_heap.py); glibc: its own trimming")
     args = p.parse_args()
+    allocator = pin_glibc_heap() if args.allocator == "steady" else "allocator: glibc's defaults (heap trimming on)"
     version = setup_comfy()
     import comfy.sd
     import nodes
@@ -60,6 +67,7 @@ def main():
     arms = {"full": base, "DiT Block Cache (defaults)": patched(DiTBlockCache),
             "DiT Forecast (defaults)": patched(DiTForecast)}
     walls = {name: [] for name in arms}
+    faults = {name: [] for name in arms}  # minor page faults per image (memory the allocator had given back)
     block_rows = {}
     calls = {name: [] for name in arms}  # (wall s, blocks ran?) per model call
     for round_ in range(args.warmup + args.seeds):
@@ -76,6 +84,7 @@ def main():
             timed.set_model_unet_function_wrapper(wrapper)
             rows["rows"] = 0
             latent = {"samples": torch.zeros(1, 16, 1, 32, 32)}
+            faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             nodes.common_ksampler(timed, seed, args.steps, args.cfg, "euler", "simple",
                                   [[label_context([3]), {}]], [[label_context([UNCONDITIONAL]), {}]], latent)
@@ -83,14 +92,16 @@ def main():
                 calls[name].clear()
                 continue
             walls[name].append(time.perf_counter() - start)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
             block_rows[name] = rows["rows"]
     full_wall = statistics.median(walls["full"])
     full_call = statistics.median(w for w, ran in calls["full"])
     print(f"ComfyUI {version}, reference model (256 tokens), batch 1, {args.steps} steps, CFG {args.cfg:g}, "
           f"{args.seeds} seeds interleaved; full: {full_wall:.3f} s per image, {full_call * 1e3:.2f} ms per call")
+    print(allocator)
     print(f"{'arm':28s} {'compute x':>9s} {'wall x':>7s} {'wall/compute':>12s} {'paired x':>8s} {'paired/compute':>14s} "
           f"{'computed call ms':>16s} "
-          f"{'skipped call ms':>15s} {'skipped/computed':>16s}")
+          f"{'skipped call ms':>15s} {'skipped/computed':>16s} {'page faults':>11s}")
     out = []
     for name in arms:
         computed = [w for w, ran in calls[name] if ran]
@@ -102,18 +113,20 @@ def main():
         row = {"arm": name, "speedup_compute": compute, "speedup_wall": wall, "wall_over_compute": wall / compute,
                "speedup_wall_paired": paired, "paired_over_compute": paired / compute,
                "computed_call_ms": statistics.median(computed) * 1e3 if computed else None,
-               "skipped_call_ms": statistics.median(skipped) * 1e3 if skipped else None}
+               "skipped_call_ms": statistics.median(skipped) * 1e3 if skipped else None,
+               "page_faults_per_image": statistics.median(faults[name])}
         row["skipped_over_computed"] = (row["skipped_call_ms"] / row["computed_call_ms"]
                                         if skipped and computed else None)
         out.append(row)
         fmt = (lambda v, f: format(v, f) if v is not None else "-")
         print(f"{name:28s} {compute:9.2f} {wall:7.2f} {wall / compute:12.2f} {paired:8.2f} {paired / compute:14.2f} "
               f"{fmt(row['computed_call_ms'], '16.2f')} "
-              f"{fmt(row['skipped_call_ms'], '15.2f')} {fmt(row['skipped_over_computed'], '16.3f')}", flush=True)
+              f"{fmt(row['skipped_call_ms'], '15.2f')} {fmt(row['skipped_over_computed'], '16.3f')} "
+              f"{row['page_faults_per_image']:11.0f}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"comfyui": version, "steps": args.steps, "cfg": args.cfg,
-                                         "seeds": args.seeds, "rows": out}, indent=2) + "\n")
+                                         "seeds": args.seeds, "allocator": args.allocator, "rows": out}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -124,18 +124,31 @@ class TaylorResidual:
         if dt is None:
             safe_dt = _rows_mask(t - self.last_time, value).to(value.dtype)
         new_terms = [value]
+        spare = self._spare_buffers(value)
         for k in range(1, self.order + 1):
             if count < k:
                 new_terms.append(torch.zeros_like(value))
             elif dt is not None:  # the same float32 division by the host's copy of the interval, in place
-                new_terms.append(torch.sub(new_terms[k - 1], self.terms[k - 1]).div_(dt))
+                new_terms.append(torch.sub(new_terms[k - 1], self.terms[k - 1], out=spare[k - 1]).div_(dt))
             else:
-                new_terms.append((new_terms[k - 1] - self.terms[k - 1]) / safe_dt)
+                new_terms.append(torch.sub(new_terms[k - 1], self.terms[k - 1], out=spare[k - 1]).div_(safe_dt))
         self.terms = new_terms
         self.last_time = t
         self.count = self.count + 1
         self._shared = (float(time), count + 1)
         return True
+
+    def _spare_buffers(self, value: torch.Tensor) -> list[torch.Tensor | None]:
+        """Where the all-rows update writes its new differences: into the history's own buffers (the new 1st
+        difference into the old last term, the new k-th into the old (k-1)-th, each read only before it is written),
+        so a computed step allocates and frees no whole activations and the history stays where it was. An allocator
+        that returns freed memory to the system (glibc's heap trimming on CPU) otherwise makes the next block fault its
+        pages in again. The terms past the value are the predictor's own (made by it); the value may be a caller's
+        tensor and is never written."""
+        own = self.terms[1:]
+        if any(t.shape != value.shape or t.dtype != value.dtype or t.device != value.device for t in own):
+            return [None] * self.order
+        return own[-1:] + own[:-1]
 
     def predict(self, time: float) -> torch.Tensor:
         """The residual expected at `time`: value + Σ_k term_k · Δt^k / k!  (Δt is negative: sigma decreases)."""

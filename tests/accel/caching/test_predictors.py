@@ -51,3 +51,27 @@ def test_same_sigma_twice_adds_no_slope():
     pred.update(torch.ones(2, dtype=torch.bool), torch.full((2, 3), 3.0), 0.5)
     assert torch.isfinite(pred.predict(0.4)).all()
     assert pred.predict(0.4)[0, 0].item() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_all_rows_update_writes_into_its_own_buffers_with_the_masked_values(order, dtype):
+    """A computed step's update keeps the history in the buffers it already had (no whole-activation allocation
+    that an allocator could hand back to the system between blocks), bit for bit the masked path's values, and never
+    writes into the value a caller handed it."""
+    torch.manual_seed(0)
+    fast, masked = TaylorResidual(order), TaylorResidual(order)
+    every = torch.ones(2, dtype=torch.bool)
+    values = [torch.randn(2, 5, 3).to(dtype) for _ in range(6)]
+    for step, (t, value) in enumerate(zip([1.0, 0.83, 0.61, 0.42, 0.3, 0.17], values)):
+        buffers = {term.data_ptr() for term in fast.terms[1:]}
+        kept = value.clone()
+        fast.update(every, value, t, all_rows=True)
+        masked.update(every, value.clone(), t)
+        assert torch.equal(value, kept)  # the caller's tensor is unchanged
+        assert fast.terms[0] is value
+        if step > order:  # past the zero-filled start: only the history's own buffers are written
+            assert {term.data_ptr() for term in fast.terms[1:]} == buffers
+        for a, b in zip(fast.terms, masked.terms):
+            assert torch.equal(a, b)
+        assert torch.equal(fast.predict(t - 0.05), masked.predict(t - 0.05))
