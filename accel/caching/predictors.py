@@ -157,12 +157,12 @@ class TaylorResidual:
             return out
         if self._shared is not None and out.dtype == torch.float32 and self.order <= 2:
             # Every row has the same last time (known on the host): the interval and its square are float32
-            # scalars, rounded as the device would round them, and the sum builds up in one fresh tensor.
+            # scalars, and each term is a fused multiply-add into one fresh tensor (one pass per term; it rounds
+            # once per term where the per-row path below rounds the product and the sum apart).
             dt = _float32_difference(time, self._shared[0])
-            out = self.terms[1] * dt
-            out.add_(self.terms[0])
+            out = torch.add(self.terms[0], self.terms[1], alpha=dt)
             if self.order == 2:
-                out.add_(self.terms[2] * float(np.float32(dt) * np.float32(dt) / np.float32(2)))
+                out.add_(self.terms[2], alpha=float(np.float32(dt) * np.float32(dt) / np.float32(2)))
             return out
         dt = _rows_mask(float(time) - self.last_time, out).to(out.dtype)
         for k in range(1, self.order + 1):

@@ -57,7 +57,7 @@ def test_same_sigma_twice_adds_no_slope():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_all_rows_update_writes_into_its_own_buffers_with_the_masked_values(order, dtype):
     """A computed step's update keeps the history in the buffers it already had (no whole-activation allocation
-    that an allocator could hand back to the system between blocks), bit for bit the masked path's values, and never
+    that an allocator could hand back to the system between blocks), bit for bit the masked path's history, and never
     writes into the value a caller handed it."""
     torch.manual_seed(0)
     fast, masked = TaylorResidual(order), TaylorResidual(order)
@@ -74,4 +74,5 @@ def test_all_rows_update_writes_into_its_own_buffers_with_the_masked_values(orde
             assert {term.data_ptr() for term in fast.terms[1:]} == buffers
         for a, b in zip(fast.terms, masked.terms):
             assert torch.equal(a, b)
-        assert torch.equal(fast.predict(t - 0.05), masked.predict(t - 0.05))
+        # The shared-interval forecast fuses each term's multiply-add (one rounding where the per-row path has two).
+        torch.testing.assert_close(fast.predict(t - 0.05), masked.predict(t - 0.05))
