@@ -141,10 +141,9 @@ class TaylorResidual:
     def _spare_buffers(self, value: torch.Tensor) -> list[torch.Tensor | None]:
         """Where the all-rows update writes its new differences: into the history's own buffers (the new 1st
         difference into the old last term, the new k-th into the old (k-1)-th, each read only before it is written),
-        so a computed step allocates and frees no whole activations and the history stays where it was. An allocator
-        that returns freed memory to the system (glibc's heap trimming on CPU) otherwise makes the next block fault its
-        pages in again. The terms past the value are the predictor's own (made by it); the value may be a caller's
-        tensor and is never written."""
+        so a computed step allocates and frees no whole activations of its own (two per block at order 2) and the
+        history stays where it was. The terms past the value are the predictor's own (made by it); the value may be a
+        caller's tensor and is never written."""
         own = self.terms[1:]
         if any(t.shape != value.shape or t.dtype != value.dtype or t.device != value.device for t in own):
             return [None] * self.order
