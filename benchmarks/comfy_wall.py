@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -47,7 +48,10 @@ def main():
     p.add_argument("--allocator", choices=("steady", "glibc"), default="steady",
                    help="steady: pin glibc's heap resident (steady_heap.py); glibc: its own trimming")
     args = p.parse_args()
-    allocator = pin_glibc_heap() if args.allocator == "steady" else "allocator: glibc's defaults (heap trimming on)"
+    tuned = sorted(k for k in os.environ if k.startswith("MALLOC_"))
+    allocator = pin_glibc_heap() if args.allocator == "steady" else \
+        f"allocator: glibc as the environment sets it ({', '.join(tuned)})" if tuned else \
+        "allocator: glibc's defaults (heap trimming on)"
     version = setup_comfy()
     import comfy.sd
     import nodes
