@@ -4,8 +4,8 @@ glibc's malloc returns freed memory to the system on its own schedule: it trims 
 there passes a threshold, and moves its mmap threshold with the sizes it has seen freed. A process that later needs
 that memory again faults every page back in (zero-filled by the kernel). On the reference model this lottery costs
 whole-model runs up to a fifth of their time (20,000-300,000 page faults per image, measured with `getrusage`), and
-which arm pays depends on the heap's history in that process: two runs of the same script have shown the faults in
-the block-cache arm only, in both arms, and in neither. A GPU has no such cost (the CUDA caching allocator keeps what
+which arm pays depends on the heap's history in that process: runs of the same script have shown the faults in the
+block-cache arm only, in both arms, and in neither. A GPU has no such cost (the CUDA caching allocator keeps what
 it reserved), so a benchmark that compares arms on CPU pins glibc's thresholds first: every arm then runs on a heap that
 stays mapped. `--allocator glibc` in the scripts that use this measures glibc's defaults instead.
 """

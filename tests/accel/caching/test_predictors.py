@@ -56,9 +56,8 @@ def test_same_sigma_twice_adds_no_slope():
 @pytest.mark.parametrize("order", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_all_rows_update_writes_into_its_own_buffers_with_the_masked_values(order, dtype):
-    """A computed step's update keeps the history in the buffers it already had (no whole-activation allocation
-    that an allocator could hand back to the system between blocks), bit for bit the masked path's history, and never
-    writes into the value a caller handed it."""
+    """A computed step's update keeps the history in the buffers it already had (no whole-activation allocation of
+    its own), bit for bit the masked path's history, and never writes into the value a caller handed it."""
     torch.manual_seed(0)
     fast, masked = TaylorResidual(order), TaylorResidual(order)
     every = torch.ones(2, dtype=torch.bool)
