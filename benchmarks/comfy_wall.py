@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import sys
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_core_caches import count_block_rows, setup_comfy  # noqa: E402
-from steady_heap import pin_glibc_heap  # noqa: E402
+from steady_heap import heap_setting  # noqa: E402
 
 
 def node_defaults(node_cls) -> dict:
@@ -48,10 +47,7 @@ def main():
     p.add_argument("--allocator", choices=("steady", "glibc"), default="steady",
                    help="steady: pin glibc's heap resident (steady_heap.py); glibc: its own trimming")
     args = p.parse_args()
-    tuned = sorted(k for k in os.environ if k.startswith("MALLOC_"))
-    allocator = pin_glibc_heap() if args.allocator == "steady" else \
-        f"allocator: glibc as the environment sets it ({', '.join(tuned)})" if tuned else \
-        "allocator: glibc's defaults (heap trimming on)"
+    allocator = heap_setting(args.allocator)
     version = setup_comfy()
     import comfy.sd
     import nodes

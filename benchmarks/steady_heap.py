@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 # mallopt's parameter numbers (glibc's malloc.h)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
@@ -36,3 +37,12 @@ def pin_glibc_heap() -> str:
         return "allocator: glibc refused the pinned thresholds, left as it is"
     return ("allocator: glibc heap kept resident (mmap threshold 32 MiB, no trimming), so no arm pays page faults for "
             "memory another freed; --allocator glibc measures glibc's own trimming")
+
+
+def heap_setting(mode: str) -> str:
+    """Apply `mode` ("steady": pin the heap; "glibc": leave glibc as the environment sets it) and say what it is."""
+    if mode == "steady":
+        return pin_glibc_heap()
+    tuned = sorted(k for k in os.environ if k.startswith("MALLOC_"))
+    return f"allocator: glibc as the environment sets it ({', '.join(tuned)})" if tuned else \
+        "allocator: glibc's defaults (heap trimming on)"
